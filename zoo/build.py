@@ -1,0 +1,92 @@
+"""Spec -> keras.Model.
+
+Preprocessing lives inside the model (cast, rescale, flatten, standardize), so the
+model and its ONNX export take the dataset's raw examples. Model code uses Keras 3
+ops only, so the same model runs on the tensorflow, jax and torch backends.
+
+Layer names are stable: `input`, `rescale`, `flatten`, `standardize`, `hidden_1`,
+`dropout_1`, ..., and `logits` (classifiers) or `predictions` (linear).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from .spec import Spec
+
+
+@keras.saving.register_keras_serializable(package="zoo")
+class Standardize(keras.layers.Layer):
+    """(x - mean) / std per feature, with mean and std fitted by `adapt`.
+
+    Keras's Normalization layer keeps its statistics in tensors computed outside its
+    variables, which tf2onnx then sees as extra graph inputs; here they are plain
+    non-trainable weights, so they are saved, restored and exported as constants.
+    """
+
+    def build(self, input_shape):
+        features = (input_shape[-1],)
+        self.mean = self.add_weight(shape=features, initializer="zeros", trainable=False, name="mean")
+        self.std = self.add_weight(shape=features, initializer="ones", trainable=False, name="std")
+
+    def adapt(self, x):
+        """Fit mean and std to `x`, an array of shape (examples, features)."""
+        x = np.asarray(x, dtype="float64")
+        std = x.std(axis=0)
+        self.mean.assign(x.mean(axis=0).astype("float32"))
+        # constant features (MNIST's border pixels) would divide by zero: leave them unscaled
+        self.std.assign(np.where(std < 1e-7, 1.0, std).astype("float32"))
+
+    def call(self, x):
+        return (x - self.mean) / self.std
+
+
+def build_model(spec: Spec) -> keras.Model:
+    """Build the (untrained) Keras model a spec describes. The spec's seed fixes the weights."""
+    keras.utils.set_random_seed(spec.train.seed)
+    m, pre = spec.model, spec.data.preprocessing
+
+    x = inputs = keras.Input(shape=tuple(m.input_shape), dtype=m.input_dtype, name="input")
+    if pre.rescale is not None or pre.offset:
+        x = keras.layers.Rescaling(pre.rescale if pre.rescale is not None else 1.0, pre.offset, name="rescale")(x)
+    elif m.input_dtype != "float32":
+        x = keras.layers.Rescaling(1.0, name="cast")(x)  # uint8 -> float32; Dense needs floats
+    if len(m.input_shape) > 1:
+        x = keras.layers.Flatten(name="flatten")(x)
+    if pre.standardize:
+        x = Standardize(name="standardize")(x)
+    for i, layer in enumerate(m.hidden, start=1):
+        x = keras.layers.Dense(layer.units, activation=layer.activation, use_bias=m.use_bias, name=f"hidden_{i}")(x)
+        if layer.dropout:
+            x = keras.layers.Dropout(layer.dropout, seed=spec.train.seed + i, name=f"dropout_{i}")(x)
+    # No activation on the output: classifiers emit logits (the softmax belongs to the
+    # loss, from_logits=True, and to the exported graph's `probabilities` output).
+    out_name = "logits" if spec.is_classifier else "predictions"
+    outputs = keras.layers.Dense(spec.num_outputs, use_bias=m.use_bias, name=out_name)(x)
+    return keras.Model(inputs, outputs, name=spec.name.replace("-", "_"))
+
+
+def adapt(model: keras.Model, x_train) -> None:
+    """Fit data-dependent preprocessing (standardize) to the raw training examples."""
+    try:
+        layer = model.get_layer("standardize")
+    except ValueError:
+        return
+    upstream = keras.Model(model.input, layer.input)
+    layer.adapt(ops.convert_to_numpy(upstream.predict(x_train, batch_size=4096, verbose=0)))
+
+
+def summarize(model: keras.Model) -> list[dict]:
+    """One row per layer: name, type, output shape, parameter count."""
+    rows = []
+    for layer in model.layers:
+        shape = layer.output.shape if hasattr(layer, "output") else None
+        rows.append({
+            "name": layer.name,
+            "type": type(layer).__name__,
+            "output_shape": [None if d is None else int(d) for d in shape] if shape is not None else None,
+            "params": int(layer.count_params()),
+        })
+    return rows

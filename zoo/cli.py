@@ -1,0 +1,345 @@
+"""The `zoo` command. It only parses options and delegates to the library.
+
+Heavy imports (Keras, TensorFlow, onnxruntime) happen inside the commands that need
+them, so `zoo --help`, `zoo list`, `zoo schema` and spec validation answer at once.
+Every `ZooError` becomes one line on stderr and its exit code (see errors.EXIT_CODES).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__, runs
+from .errors import EXIT_CODES, UsageError, ZooError
+from .spec import load_spec
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def _fail(message, code):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def handled(fn):
+    """Turn library errors into one line and an exit code; never a traceback for them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ZooError as e:
+            _fail(str(e), e.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; completed checkpoints are kept (zoo train --resume continues)", 130)
+        except MemoryError:
+            _fail("out of memory; lower --batch-size or use data.limit", 1)
+        except Exception as e:  # a bug in zoo: say so in one line, traceback on request
+            if os.environ.get("ZOO_DEBUG"):
+                raise
+            first = (str(e).splitlines() or [""])[0][:300]
+            _fail(f"internal error {type(e).__name__}: {first} (a bug in zoo: rerun with ZOO_DEBUG=1 "
+                  f"for the traceback and report it)", 1)
+
+    return wrapper
+
+
+def _keras(backend=None):
+    from ._quiet import import_keras
+
+    return import_keras(backend)
+
+
+def _spec_or_run(target, out):
+    """(spec, run folder) from a spec file, a run folder, or nothing (the latest run)."""
+    if target is not None and Path(target).is_file():
+        spec = load_spec(target)
+        return spec, runs.run_dir(spec.name, out)
+    run = runs.find_run(target, out)
+    if not (run / "spec.json").is_file():
+        raise UsageError(f"{run}: not a run folder (no spec.json); give a spec file or a folder made by `zoo build`")
+    return load_spec(run / "spec.json"), run
+
+
+def _override(spec, **train):
+    """The spec with command-line overrides applied, validated like the file itself."""
+    from .spec import resolve, validate
+
+    changes = {k: v for k, v in train.items() if v is not None}
+    if not changes:
+        return spec
+    data = resolve(spec)
+    data["train"].update(changes)
+    return validate(data, "command-line options")
+
+
+@click.group(context_settings=CONTEXT, epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
+@click.version_option(__version__, "-V", "--version")
+def main():
+    """zoo: a JSON spec in; a trained, exported, verified model out.
+
+    \b
+    Example:
+      zoo run specs/digits-softmax.json
+    """
+
+
+# ----- spec commands (no TensorFlow) ----------------------------------------------------
+
+@main.command("list")
+@click.option("--specs", "folder", type=click.Path(), default=None, help="Catalog folder [default: ./specs or $ZOO_SPECS].")
+@handled
+def list_cmd(folder):
+    """List the catalog of specs: name, kind, dataset, parameters.
+
+    \b
+    Example:
+      zoo list
+    """
+    from .catalog import catalog
+
+    rows = catalog(folder)
+    if not rows:
+        raise UsageError(f"no specs in {folder or 'specs'}/")
+    width = max(len(r["file"]) for r in rows)
+    click.echo(f"{'spec':<{width}}  {'kind':<7}  {'dataset':<16}  {'params':>9}  description")
+    for r in rows:
+        params = f"{r['params']:,}" if r["params"] is not None else "invalid"
+        click.echo(f"{r['file']:<{width}}  {r['kind']:<7}  {r['dataset']:<16}  {params:>9}  {r['description'][:60]}")
+
+
+@main.command()
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="Write to this file instead of stdout.")
+@handled
+def schema(out):
+    """Print the JSON Schema of a spec (specs/schema.json is generated from it).
+
+    \b
+    Example:
+      zoo schema --out specs/schema.json
+    """
+    from .spec import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if out:
+        runs.write_text(out, text)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path())
+@handled
+def check(spec_file):
+    """Validate a spec and print it with every default filled in.
+
+    \b
+    Example:
+      zoo check specs/mnist-mlp.json
+    """
+    from .spec import dumps
+
+    click.echo(dumps(load_spec(spec_file)), nl=False)
+
+
+# ----- build / train --------------------------------------------------------------------
+
+out_option = click.option("--out", default=None, type=click.Path(file_okay=False),
+                          help="Folder for runs [default: ./exports or $ZOO_OUT].")
+data_option = click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+                           help="Dataset folder [default: $ZOO_DATA_DIR, else ~/.keras/datasets].")
+
+
+@main.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path())
+@out_option
+@click.option("--show", is_flag=True, help="Print the resolved spec (every default filled in).")
+@handled
+def build(spec_file, out, show):
+    """Validate a spec, build its Keras model and write exports/<name>/.
+
+    Writes spec.json (resolved) and the untrained model.keras.
+
+    \b
+    Example:
+      zoo build specs/fashion-mnist-softmax.json
+    """
+    from .spec import dumps
+
+    spec = load_spec(spec_file)
+    if show:
+        click.echo(dumps(spec), nl=False)
+    run = runs.run_dir(spec.name, out)
+    _keras()
+    from .build import build_model, summarize
+
+    model = build_model(spec)
+    with runs.locked(run):
+        runs.write_text(run / "spec.json", dumps(spec))
+        with runs.atomic_path(run / "model.keras") as tmp:
+            model.save(tmp)
+        runs.set_latest(run)
+    rows = summarize(model)
+    click.echo(f"{spec.name} ({spec.model.kind})")
+    click.echo(f"  {'layer':<14} {'type':<12} {'output shape':<18} {'params':>9}")
+    for r in rows:
+        click.echo(f"  {r['name']:<14} {r['type']:<12} {str(tuple(r['output_shape'])):<18} {r['params']:>9,}")
+    click.echo(f"  total params: {model.count_params():,}")
+    click.echo(f"wrote {run}/spec.json and model.keras")
+
+
+def train_options(fn):
+    for option in reversed([
+        click.option("--epochs", type=int, default=None, help="Override train.epochs."),
+        click.option("--batch-size", type=int, default=None, help="Override train.batch_size."),
+        click.option("--learning-rate", type=float, default=None, help="Override train.learning_rate."),
+        click.option("--seed", type=int, default=None, help="Override train.seed."),
+        click.option("--device", type=click.Choice(["cpu", "gpu"]), default=None,
+                     help="Force a device [default: the GPU when there is one]."),
+        click.option("--backend", type=click.Choice(["tensorflow", "jax", "torch"]), default=None,
+                     help="Keras backend [default: $KERAS_BACKEND, else tensorflow]."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+        data_option, out_option,
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _train(spec, run, data_dir, resume, device, backend, quiet):
+    _keras(backend)
+    from .train import train
+
+    with runs.locked(run):
+        runs.set_latest(run)
+        metrics = train(spec, run, data_dir=data_dir, resume=resume, device=device, quiet=quiet,
+                        log=lambda m: None if quiet else click.echo(m))
+    test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
+    click.echo(f"test: {test}  ({metrics['wall_seconds']:.1f}s, {metrics['device']})")
+    if "w" in metrics:
+        click.echo(f"learned w = {[round(v, 4) for v in metrics['w']]}, b = {[round(v, 4) for v in metrics['b']]}")
+    click.echo(f"wrote {run}/model.keras, history.json, metrics.json, curves.png")
+    return metrics
+
+
+@main.command()
+@click.argument("target", metavar="[SPEC|RUN]", required=False)
+@train_options
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last completed epoch.")
+@handled
+def train(target, epochs, batch_size, learning_rate, seed, device, backend, quiet, data_dir, out, resume):
+    """Train a spec's model (or a built run; with no argument the latest run).
+
+    \b
+    Example:
+      ZOO_DATA_DIR=../shared/datasets zoo train specs/fashion-mnist-softmax.json
+    """
+    spec, run = _spec_or_run(target, out)
+    if target is None:
+        click.echo(f"training the latest run: {run}")
+    spec = _override(spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    _train(spec, run, data_dir, resume, device, backend, quiet)
+
+
+# ----- export / verify / predict / run ----------------------------------------------------
+
+def _export(run, opset, atol, rtol, data_dir, verify_after=True, quiet=False):
+    _keras()
+    from .export import export_run
+
+    report = export_run(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify_after,
+                        log=lambda m: None if quiet else click.echo(m))
+    return report
+
+
+@main.command()
+@click.argument("target", metavar="[RUN]", required=False)
+@click.option("--onnx/--no-onnx", default=True, help="Write model.onnx (the only format so far).")
+@click.option("--opset", type=int, default=None, help="ONNX opset [default: the spec's export.opset].")
+@click.option("--atol", type=float, default=None, help="Absolute tolerance for verification.")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance for verification.")
+@click.option("--no-verify", is_flag=True, help="Skip the onnxruntime check (not recommended).")
+@data_option
+@out_option
+@handled
+def export(target, onnx, opset, atol, rtol, no_verify, data_dir, out):
+    """Export a trained run to ONNX (tf2onnx), then verify it against Keras.
+
+    \b
+    Example:
+      zoo export exports/digits-softmax --onnx
+    """
+    if not onnx:
+        raise UsageError("nothing to export: --onnx is the only format")
+    run = runs.find_run(target, out)
+    with runs.locked(run):
+        _export(run, opset, atol, rtol, data_dir, verify_after=not no_verify)
+
+
+@main.command()
+@click.argument("target", metavar="RUN|MODEL.onnx", required=False)
+@click.option("--atol", type=float, default=None, help="Absolute tolerance [default: the spec's export.atol].")
+@click.option("--rtol", type=float, default=None, help="Relative tolerance [default: the spec's export.rtol].")
+@data_option
+@out_option
+@handled
+def verify(target, atol, rtol, data_dir, out):
+    """Check an exported model against its Keras model with onnxruntime.
+
+    \b
+    Example:
+      zoo verify exports/digits-softmax
+    """
+    _keras("tensorflow")
+    from .verify import verify_run
+
+    run = Path(target).parent if target and target.endswith(".onnx") else runs.find_run(target, out)
+    onnx_path = Path(target) if target and target.endswith(".onnx") else run / "model.onnx"
+    with runs.locked(run):
+        verify_run(run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir, log=click.echo)
+
+
+@main.command()
+@click.argument("model", metavar="MODEL.onnx", type=click.Path())
+@click.argument("inputs", metavar="INPUT", type=click.Path())
+@click.option("--top-k", "-k", type=int, default=3, show_default=True, help="Classes to show per example.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@handled
+def predict(model, inputs, top_k, as_json):
+    """Run an exported model with onnxruntime alone on a .npy, .png/.jpg or .csv.
+
+    \b
+    Example:
+      zoo predict exports/fashion-mnist-softmax/model.onnx shoe.png
+    """
+    from .predict import format_predictions, predict_file
+
+    results = predict_file(model, inputs, top_k=top_k)
+    click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))
+
+
+@main.command()
+@click.argument("spec_file", metavar="SPEC", type=click.Path())
+@train_options
+@handled
+def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, quiet, data_dir, out):
+    """Build, train, export and verify a spec in one command.
+
+    \b
+    Example:
+      zoo run specs/digits-softmax.json
+    """
+    spec = _override(load_spec(spec_file), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    run_folder = runs.run_dir(spec.name, out)
+    _train(spec, run_folder, data_dir, False, device, backend, quiet)
+    with runs.locked(run_folder):
+        _export(run_folder, None, None, None, data_dir, quiet=quiet)
+
+
+if __name__ == "__main__":
+    main()

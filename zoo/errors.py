@@ -1,0 +1,73 @@
+"""One error hierarchy; each class carries the exit code the CLI returns for it.
+
+A `ZooError` is always the user's to fix (or the environment's); its message is one
+line that says what was expected, what was received and what to do. Anything else
+escaping the library is a bug in zoo.
+"""
+
+
+class ZooError(Exception):
+    """Base class: a problem the user can fix. `exit_code` is what `zoo` exits with."""
+
+    exit_code = 1
+
+
+class SpecError(ZooError):
+    """The spec file is missing, unreadable or invalid. Holds every problem found."""
+
+    exit_code = 2
+
+    def __init__(self, source, problems):
+        self.source = str(source)
+        self.problems = list(problems)  # [(path, message), ...]
+        lines = [f"{self.source}: {p}: {m}" if p else f"{self.source}: {m}" for p, m in self.problems]
+        super().__init__("\n".join(lines))
+
+
+class UsageError(ZooError):
+    """A command-line argument or a run folder is not what the command needs."""
+
+    exit_code = 2
+
+
+class DataError(ZooError):
+    """A dataset is missing, corrupt, or does not match the spec."""
+
+    exit_code = 3
+
+
+class TrainingError(ZooError):
+    """Training diverged (NaN/inf loss) or could not run on the requested device."""
+
+    exit_code = 4
+
+
+class ExportError(ZooError):
+    """The model could not be converted to a valid ONNX file."""
+
+    exit_code = 5
+
+
+class VerificationError(ZooError):
+    """The ONNX model does not compute what the Keras model computes."""
+
+    exit_code = 6
+
+
+class RunLockedError(ZooError):
+    """Another zoo process is working on the same run folder."""
+
+    exit_code = 7
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "unexpected internal error (a bug in zoo: please report it)",
+    2: "usage or spec error (SpecError, UsageError)",
+    3: "data error (DataError)",
+    4: "training error (TrainingError: NaN/inf loss, unavailable device)",
+    5: "export error (ExportError)",
+    6: "verification failed (VerificationError)",
+    7: "run folder locked by another zoo process (RunLockedError)",
+    130: "interrupted (Ctrl-C); the last completed checkpoint is kept",
+}

@@ -1,0 +1,171 @@
+"""Keras -> ONNX with tf2onnx, then (by default) verification with onnxruntime.
+
+Why `tf2onnx.convert.from_function` and not `from_keras`: `from_keras` is broken with
+Keras 3 (KeyError on `keras_tensor_*`; tf2onnx issues #2329, #2348, #2448). Tracing
+the model with `tf.function` and converting the concrete function works, and is what
+Keras's own `model.export(format="onnx")` does. We trace our own function rather than
+call `model.export` so the graph can have named outputs (`logits` and
+`probabilities`, or `predictions`) and a batch axis named `batch`.
+
+The graph takes the dataset's raw examples (uint8 pixels, say): preprocessing layers
+are part of the model, so a client in another runtime needs no Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, runs
+from .errors import ExportError, UsageError
+from .spec import Spec, dumps, load_spec
+
+INPUT_NAME = "input"
+BATCH_DIM = "batch"
+
+
+def output_names(spec: Spec) -> list[str]:
+    return ["logits", "probabilities"] if spec.is_classifier else ["predictions"]
+
+
+def _patch_tf2onnx():
+    # tf2onnx 1.17 still uses np.object & co. removed in numpy 2; Keras ships the fix.
+    try:
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+    except ImportError:  # a future Keras without it: tf2onnx presumably fixed by then
+        return
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        patch_tf2onnx()
+
+
+def to_onnx(model, spec: Spec, opset: int):
+    """Convert a Keras model (TensorFlow backend) to an onnx.ModelProto."""
+    import logging
+
+    import keras
+    import tensorflow as tf
+    import tf2onnx
+
+    logging.getLogger("tf2onnx").setLevel(logging.ERROR)
+    _patch_tf2onnx()
+    signature = [tf.TensorSpec([None, *spec.model.input_shape], spec.model.input_dtype, name=INPUT_NAME)]
+
+    @tf.function(input_signature=signature)
+    def forward(x):
+        y = model(x, training=False)
+        if spec.is_classifier:
+            return {"logits": y, "probabilities": keras.ops.softmax(y, axis=-1)}
+        return {"predictions": y}
+
+    try:
+        proto, _ = tf2onnx.convert.from_function(forward, input_signature=signature, opset=opset)
+    except Exception as e:
+        raise ExportError(f"tf2onnx could not convert {spec.name} at opset {opset}: "
+                          f"{type(e).__name__}: {str(e)[:200]}; try another --opset") from None
+    _name_batch_axis(proto)
+    got = [o.name for o in proto.graph.output]
+    if [i.name for i in proto.graph.input] != [INPUT_NAME] or sorted(got) != sorted(output_names(spec)):
+        raise ExportError(f"unexpected graph signature: inputs {[i.name for i in proto.graph.input]}, outputs {got}")
+    return proto
+
+
+def _name_batch_axis(proto):
+    for value in [*proto.graph.input, *proto.graph.output]:
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = BATCH_DIM
+
+
+def metadata(spec: Spec, metrics: dict | None, class_names) -> dict[str, str]:
+    from .train import versions
+
+    lo, hi = (0, 255) if spec.model.input_dtype == "uint8" else ("-inf", "inf")
+    return {
+        "zoo.spec": dumps(spec),
+        "zoo.class_names": json.dumps(class_names or []),
+        "zoo.input": json.dumps({"name": INPUT_NAME, "shape": [BATCH_DIM, *spec.model.input_shape],
+                                 "dtype": spec.model.input_dtype, "range": [lo, hi],
+                                 "preprocessing": "inside the graph; feed raw examples"}),
+        "zoo.outputs": json.dumps(output_names(spec)),
+        "zoo.metrics": json.dumps((metrics or {}).get("test", {})),
+        "zoo.versions": json.dumps({**versions(), "zoo": __version__}),
+    }
+
+
+def write_onnx(proto, path: Path, meta: dict[str, str]) -> None:
+    """Attach metadata, check the model, and only then put it at `path`."""
+    import onnx
+
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+    proto.producer_name, proto.producer_version = "zoo", __version__
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as e:
+        raise ExportError(f"the converted model fails onnx.checker: {str(e)[:300]}") from None
+    with runs.atomic_path(path) as tmp:
+        onnx.save_model(proto, str(tmp))
+
+
+def _trained(run: Path):
+    if not run.is_dir():
+        raise UsageError(f"{run}: no such run folder")
+    history = run / "history.json"
+    if not (run / "model.keras").exists() or not history.exists() or not runs.read_json(history):
+        raise UsageError(f"{run}: this run was never trained; run `zoo train {run}` first")
+    return load_spec(run / "spec.json")
+
+
+def export_run(run: Path, *, opset=None, atol=None, rtol=None, data_dir=None, verify=True, log=print) -> dict:
+    """Export a trained run to run/model.onnx, write card.md, and verify it.
+
+    A model trained on the jax or torch backend is exported by reloading its .keras
+    under TensorFlow in a child process (a process has one Keras backend).
+    """
+    import keras
+
+    spec = _trained(run)
+    if keras.backend.backend() != "tensorflow":
+        return _export_in_tensorflow(run, opset, atol, rtol, data_dir, verify)
+    from .train import load_checkpoint
+
+    opset = opset or spec.export.opset
+    model = load_checkpoint(run / "model.keras")
+    metrics = runs.read_json(run / "metrics.json") if (run / "metrics.json").exists() else None
+    proto = to_onnx(model, spec, opset)
+    write_onnx(proto, run / "model.onnx", metadata(spec, metrics, spec.model.class_names))
+    size = (run / "model.onnx").stat().st_size
+    log(f"wrote {run}/model.onnx ({size / 1024:.0f} KiB, opset {opset}, inputs {INPUT_NAME}"
+        f"[{BATCH_DIM}, {', '.join(map(str, spec.model.input_shape))}] {spec.model.input_dtype}, "
+        f"outputs {', '.join(output_names(spec))})")
+    from .card import write_card
+
+    write_card(run, spec, metrics, opset)
+    if not verify:
+        return {}
+    from .verify import verify_run
+
+    return verify_run(run, model=model, spec=spec, atol=atol, rtol=rtol, data_dir=data_dir, log=log)
+
+
+def _export_in_tensorflow(run, opset, atol, rtol, data_dir, verify):
+    cmd = [sys.executable, "-m", "zoo", "export", str(run)]
+    for flag, value in (("--opset", opset), ("--atol", atol), ("--rtol", rtol), ("--data-dir", data_dir)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    if not verify:
+        cmd.append("--no-verify")
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "ZOO_LOCK_HELD": str(os.getpid())}  # the parent holds the run lock
+    done = subprocess.run(cmd, env=env)
+    if done.returncode:
+        raise ExportError(f"exporting {run} under the tensorflow backend failed (exit {done.returncode})")
+    return json.loads((run / "verify.json").read_text()) if verify else {}

@@ -1,0 +1,53 @@
+"""Pictures of a run, as files: d2l's training curves and its predict_ch3 grid."""
+
+from __future__ import annotations
+
+from . import runs
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; no display needed
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def curves(history, spec, path):
+    """Train loss, train accuracy and test accuracy per epoch (MSE and MAE for regression)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    epochs = [h["epoch"] for h in history]
+    keys = ["loss", "accuracy", "val_accuracy"] if spec.is_classifier else ["loss", "val_loss"]
+    labels = {"loss": "train loss", "accuracy": "train acc", "val_accuracy": "test acc", "val_loss": "test loss"}
+    for key in keys:
+        if history and key in history[0]:
+            ax.plot(epochs, [h[key] for h in history], marker="o", markersize=3, label=labels[key])
+    ax.set_xlabel("epoch")
+    ax.set_title(spec.name)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if not spec.is_classifier:
+        ax.set_yscale("log")
+    fig.tight_layout()
+    with runs.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def predictions(images, y_true, y_pred, class_names, path, columns=9):
+    """A grid of test images titled 'true\\npred', as d2l's predict_ch3."""
+    plt = _pyplot()
+    rows = max(1, -(-len(images) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.6), dpi=100, squeeze=False)
+    names = class_names or [str(i) for i in range(int(max(y_true.max(), y_pred.max())) + 1)]
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, t, p in zip(axes.flat, images, y_true, y_pred):
+        ax.imshow(img, cmap="gray_r" if img.max() <= 16 else "gray")
+        ax.set_title(f"{names[int(t)]}\n{names[int(p)]}", fontsize=7, color="black" if t == p else "red")
+    fig.tight_layout()
+    with runs.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,375 @@
+"""The spec: one JSON document describing one model, its data, its training and its export.
+
+`load_spec(path)` is the one validation path: it parses the JSON strictly, validates
+every field (pydantic), runs the cross-field checks below, and raises a single
+`SpecError` holding every problem with its JSON path. No TensorFlow is imported here.
+
+Keys reuse Keras's argument names (`units`, `activation`, `use_bias`, `learning_rate`,
+`batch_size`, `epochs`), and every default lives on the classes below, so
+`resolve(spec)` (the spec with all defaults filled in) comes from one place.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import SpecError
+
+SPEC_VERSION = 1
+MAX_SPEC_BYTES = 1_000_000  # a spec is a few hundred bytes; anything this big is a mistake
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # file-name safe: no '/', no '..', no dot files
+
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+class _Strict(BaseModel):
+    # frozen: a spec never changes after validation; forbid: unknown keys are errors;
+    # strict: "256" is not 256 and 1.0 is not True.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Hidden(_Strict):
+    """One hidden Dense layer of an MLP."""
+
+    units: PositiveInt = Field(le=65536)
+    activation: Literal["relu", "sigmoid", "tanh", "gelu", "elu", "selu", "swish", "leaky_relu"] = "relu"
+    dropout: Fraction = 0.0  # applied after the activation; d2l's MLP uses none
+
+
+class Model(_Strict):
+    kind: Literal["linear", "softmax", "mlp"]
+    input_shape: list[PositiveInt] = Field(min_length=1, max_length=3)  # per example, no batch axis
+    # The dtype of the raw examples the model (and its ONNX export) takes: images are
+    # uint8 pixels; preprocessing inside the model casts and scales them.
+    input_dtype: Literal["uint8", "float32"] = "float32"
+    num_classes: Optional[Annotated[int, Field(ge=2, le=100_000, strict=True)]] = None  # classifiers only
+    class_names: Optional[list[Annotated[str, Field(min_length=1, max_length=64)]]] = None
+    hidden: list[Hidden] = Field(default_factory=list, max_length=64)  # mlp only
+    outputs: Optional[Annotated[int, Field(ge=1, le=100_000, strict=True)]] = None  # linear only; default 1
+    use_bias: bool = True
+
+
+class Preprocessing(_Strict):
+    """Layers at the front of the model, so exported graphs take raw inputs."""
+
+    rescale: Optional[float] = None  # x * rescale + offset, e.g. 1/255 for 8-bit pixels
+    offset: float = 0.0
+    standardize: bool = False  # (x - mean) / std per feature, fitted on the training set
+
+
+class Synthetic(_Strict):
+    """d2l's synthetic regression data: X ~ N(0, 1), y = Xw + b + N(0, noise^2)."""
+
+    w: list[float] = Field(default_factory=lambda: [2.0, -3.4], min_length=1, max_length=10_000)
+    b: float = 4.2
+    noise: Annotated[float, Field(ge=0.0)] = 0.01
+    num_examples: PositiveInt = Field(default=1000, le=10_000_000)
+
+
+class Data(_Strict):
+    dataset: Literal["fashion_mnist", "mnist", "digits", "synthetic_linear", "npz", "csv"]
+    # npz/csv file; relative paths are looked up in the current directory, then in
+    # the data directory (--data-dir / ZOO_DATA_DIR).
+    path: Optional[Annotated[str, Field(min_length=1, max_length=4096)]] = None
+    label_column: str = "label"  # csv only
+    # digits, synthetic_linear and csv have no official split: hold out this fraction (seeded).
+    test_fraction: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.2
+    limit: Optional[PositiveInt] = None  # use only the first N training examples (quick runs)
+    synthetic: Optional[Synthetic] = None  # synthetic_linear only; defaults are d2l's
+    preprocessing: Preprocessing = Field(default_factory=Preprocessing)
+
+
+class Train(_Strict):
+    optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
+    learning_rate: Annotated[float, Field(gt=0.0)] = 0.1  # d2l's SGD setting
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0  # sgd and rmsprop only
+    weight_decay: Optional[Annotated[float, Field(ge=0.0)]] = None
+    batch_size: PositiveInt = Field(default=256, le=1_000_000)
+    epochs: PositiveInt = Field(default=10, le=100_000)
+    seed: Annotated[int, Field(ge=0, lt=2**31, strict=True)] = 0
+    # "test": evaluate on the test set after every epoch, as d2l does; a fraction holds
+    # out that share of the training set instead; "none" skips per-epoch validation.
+    validation: Union[Literal["test", "none"], Annotated[float, Field(gt=0.0, lt=1.0)]] = "test"
+
+
+class Export(_Strict):
+    opset: Annotated[int, Field(ge=13, le=18, strict=True)] = 17  # tf2onnx 1.17 writes up to 18
+    # float32 carries ~7 significant digits; ONNX kernels sum in a different order than
+    # TensorFlow's, so 784-term dot products differ by ~1e-6 relative.
+    atol: Annotated[float, Field(gt=0.0)] = 1e-4
+    rtol: Annotated[float, Field(gt=0.0)] = 1e-3
+
+
+class Spec(_Strict):
+    version: Literal[1]
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    description: Annotated[str, Field(max_length=2000)] = ""
+    model: Model
+    data: Data
+    train: Train = Field(default_factory=Train)
+    export: Export = Field(default_factory=Export)
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        problems = [p for check in CHECKS for p in check(self)]
+        if problems:
+            raise _CrossFieldProblems(problems)
+        return self
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.model.kind != "linear"
+
+    @property
+    def num_outputs(self) -> int:
+        return self.model.num_classes if self.is_classifier else (self.model.outputs or 1)
+
+
+# ----- cross-field checks: each returns [(path, message)] -----------------------------
+
+class _CrossFieldProblems(ValueError):
+    def __init__(self, problems):
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
+
+
+def check_classifier_fields(spec):
+    m = spec.model
+    if m.kind == "linear":
+        if m.num_classes is not None:
+            yield "model.num_classes", "a linear model is a regression and takes no num_classes; remove it or use kind 'softmax'"
+        if m.class_names is not None:
+            yield "model.class_names", "a linear model has no classes; remove class_names"
+    else:
+        if m.num_classes is None:
+            yield "model.num_classes", f"required for kind '{m.kind}': the number of classes, e.g. 10"
+        if m.outputs is not None:
+            yield "model.outputs", f"kind '{m.kind}' has num_classes outputs; remove outputs"
+
+
+def check_class_names(spec):
+    m = spec.model
+    if m.class_names is not None and m.num_classes is not None:
+        if len(m.class_names) != m.num_classes:
+            yield "model.class_names", f"expected {m.num_classes} names (num_classes), received {len(m.class_names)}"
+        if len(set(m.class_names)) != len(m.class_names):
+            yield "model.class_names", "names must be distinct"
+
+
+def check_hidden(spec):
+    m = spec.model
+    if m.kind == "mlp" and not m.hidden:
+        yield "model.hidden", "an mlp needs at least one hidden layer, e.g. [{\"units\": 256}]; or use kind 'softmax'"
+    if m.kind != "mlp" and m.hidden:
+        yield "model.hidden", f"kind '{m.kind}' has no hidden layers; remove hidden or use kind 'mlp'"
+
+
+def check_data_source(spec):
+    d = spec.data
+    needs_path = d.dataset in ("npz", "csv")
+    if needs_path and d.path is None:
+        yield "data.path", f"dataset '{d.dataset}' reads a file: give its path"
+    if not needs_path and d.path is not None:
+        yield "data.path", f"dataset '{d.dataset}' is built in and takes no path; remove it or use 'npz'/'csv'"
+    if d.synthetic is not None and d.dataset != "synthetic_linear":
+        yield "data.synthetic", "only dataset 'synthetic_linear' takes synthetic parameters"
+
+
+def check_data_matches_model(spec):
+    d, m = spec.data, spec.model
+    if d.dataset == "synthetic_linear":
+        if m.kind != "linear":
+            yield "data.dataset", f"synthetic_linear is regression data; kind '{m.kind}' needs class labels"
+        features = len((d.synthetic or Synthetic()).w)
+        if m.input_shape != [features]:
+            yield "model.input_shape", f"synthetic_linear with {features} weights gives inputs of shape [{features}], received {m.input_shape}"
+        if (m.outputs or 1) != 1:
+            yield "model.outputs", "synthetic_linear has one target; outputs must be 1"
+    builtin = {"fashion_mnist": ([28, 28], 10, "uint8"), "mnist": ([28, 28], 10, "uint8"), "digits": ([8, 8], 10, "float32")}
+    if d.dataset in builtin:
+        shape, classes, dtype = builtin[d.dataset]
+        if m.kind == "linear":
+            yield "model.kind", f"{d.dataset} is a classification dataset; use kind 'softmax' or 'mlp'"
+        if m.input_shape != shape:
+            yield "model.input_shape", f"{d.dataset} examples have shape {shape}, received {m.input_shape}"
+        if m.num_classes is not None and m.num_classes != classes:
+            yield "model.num_classes", f"{d.dataset} has {classes} classes, received {m.num_classes}"
+        if m.input_dtype != dtype:
+            yield "model.input_dtype", f"{d.dataset} examples are {dtype}, received {m.input_dtype!r}"
+
+
+def check_optimizer(spec):
+    t = spec.train
+    if t.momentum and t.optimizer not in ("sgd", "rmsprop"):
+        yield "train.momentum", f"optimizer '{t.optimizer}' takes no momentum; remove it or use 'sgd'"
+
+
+def check_preprocessing(spec):
+    p = spec.data.preprocessing
+    if p.rescale is not None and (not math.isfinite(p.rescale) or p.rescale == 0):
+        yield "data.preprocessing.rescale", f"expected a finite non-zero number such as 0.00392156862745098 (1/255), received {p.rescale}"
+    if spec.data.dataset == "synthetic_linear" and (p.rescale is not None or p.standardize):
+        yield "data.preprocessing", "synthetic_linear data is already standard normal; remove preprocessing"
+
+
+CHECKS = [check_classifier_fields, check_class_names, check_hidden, check_data_source,
+          check_data_matches_model, check_optimizer, check_preprocessing]
+
+
+# ----- loading ------------------------------------------------------------------------
+
+def _reject_constant(name):
+    raise ValueError(f"{name} is not valid JSON; write a number")
+
+
+def _no_duplicates(pairs):
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen[key] = value
+    return seen
+
+
+def parse_json(text: str, source="<spec>") -> Any:
+    """Strict JSON: no NaN/Infinity, no duplicate keys. Raises SpecError."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as e:
+        raise SpecError(source, [("", f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}")]) from None
+    except ValueError as e:
+        raise SpecError(source, [("", f"not valid JSON: {e}")]) from None
+    except RecursionError:
+        raise SpecError(source, [("", "not valid JSON: nested too deeply")]) from None
+
+
+def _path(loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_cross_checks(), Spec]",):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _field_names(loc) -> list[str]:
+    """The valid keys of the object that holds `loc` (for unknown-key messages)."""
+    cls = Spec
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        cls = _model_in(ann)
+        if cls is None:
+            return []
+    return list(cls.model_fields)
+
+
+def _model_in(annotation):
+    """The BaseModel class inside Optional[...] / list[...], if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _short(value, limit=60) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _message(err) -> str:
+    kind, loc = err["type"], err["loc"]
+    if kind == "extra_forbidden":
+        valid = ", ".join(_field_names(loc))
+        return f"unknown key; valid keys here: {valid}"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if "input" in err and kind not in ("model_type", "dict_type"):
+        return f"{msg}; received {_short(err['input'])}"
+    return f"{msg}; received {type(err.get('input')).__name__}"
+
+
+def validate(data: Any, source="<spec>") -> Spec:
+    """Validate a parsed JSON value; return a Spec or raise SpecError with every problem."""
+    if not isinstance(data, dict):
+        raise SpecError(source, [("", f"expected a JSON object {{...}} at the top, received {type(data).__name__}")])
+    if "version" in data and data["version"] != SPEC_VERSION:
+        raise SpecError(source, [("version", f"this zoo reads spec version {SPEC_VERSION}, received {_short(data['version'])}")])
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors(include_url=False):
+            ctx = err.get("ctx") or {}
+            cross = ctx.get("error")
+            if isinstance(cross, _CrossFieldProblems):
+                problems.extend(cross.problems)
+            else:
+                problems.append((_path(err["loc"]), _message(err)))
+        raise SpecError(source, problems) from None
+    except RecursionError:
+        raise SpecError(source, [("", "nested too deeply")]) from None
+
+
+def load_spec(path) -> Spec:
+    """Read and validate a spec file. Raises SpecError (exit code 2) for every problem."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if not path.is_file():
+            raise SpecError(path, [("", "not a file; give the path of a .json spec")])
+        if size > MAX_SPEC_BYTES:
+            raise SpecError(path, [("", f"{size:,} bytes is too large for a spec (limit {MAX_SPEC_BYTES:,}); is this the right file?")])
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(path, [("", "no such file; `zoo list` shows the catalog in specs/")]) from None
+    except OSError as e:
+        raise SpecError(path, [("", f"cannot read: {e.strerror}")]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise SpecError(path, [("", "not UTF-8 text; a spec is a JSON file")]) from None
+    if not text.strip():
+        raise SpecError(path, [("", "empty file; a spec is a JSON object, see specs/ for examples")])
+    return validate(parse_json(text, path), path)
+
+
+def resolve(spec: Spec) -> dict:
+    """The spec as JSON with every default filled in."""
+    return spec.model_dump(mode="json")
+
+
+def dumps(spec: Spec) -> str:
+    return json.dumps(resolve(spec), indent=2) + "\n"
+
+
+def json_schema() -> dict:
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "zoo spec"
+    return schema
+
+
+def spec_dir() -> Path:
+    """The catalog folder: $ZOO_SPECS, else ./specs."""
+    return Path(os.environ.get("ZOO_SPECS", "specs"))

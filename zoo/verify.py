@@ -1,0 +1,181 @@
+"""Does the ONNX model compute what the Keras model computes? Fail loudly if not.
+
+The same inputs go to Keras and to an onnxruntime session: up to 2,000 real test
+examples in batches of 1,000, plus edge inputs (all zeros, all maximum values, batch
+sizes 1, 3 and 7). For each output we compare names, shapes and values, elementwise
+as numpy.allclose does, |onnx - keras| <= atol + rtol * |keras|, and for classifiers
+the argmax, which must agree on every example.
+
+Defaults (atol 1e-4, rtol 1e-3, from the spec's `export`): float32 carries about 7
+significant digits and onnxruntime sums a 784-term dot product in another order than
+TensorFlow/oneDNN, which moves logits of magnitude ~10 by ~1e-6; the tolerances leave
+two orders of magnitude of headroom and still catch any real error (a changed weight
+moves outputs by ~1e-2 or more).
+
+Writes `verify.json` with every figure, and `test_data_set_0/` (ONNX Model Zoo
+convention: input_0.pb, output_0.pb, ...) so other runtimes can check the file.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .errors import UsageError, VerificationError
+from .spec import Spec, load_spec
+
+MAX_EXAMPLES = 2000
+TEST_DATA_EXAMPLES = 16
+
+
+def providers() -> list[str]:
+    """CUDA when onnxruntime-gpu can really use it here, else CPU; quietly."""
+    import onnxruntime as ort
+
+    chosen = ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        try:  # the GPU build lists CUDA even where no driver is installed
+            ctypes.CDLL("libcuda.so.1")
+            chosen.insert(0, "CUDAExecutionProvider")
+        except OSError:
+            pass
+    return chosen
+
+
+def session(path: Path):
+    """An onnxruntime session, or one clear error for a missing or corrupt file."""
+    import onnxruntime as ort
+
+    ort.set_default_logger_severity(3)  # errors only: no provider warnings
+    if not Path(path).is_file():
+        raise UsageError(f"{path}: no such ONNX file; run `zoo export` first")
+    try:
+        return ort.InferenceSession(str(path), providers=providers())
+    except Exception as e:
+        first = (str(e).splitlines() or [""])[0]
+        raise UsageError(f"{path}: not a loadable ONNX model ({first[:200]})") from None
+
+
+def edge_inputs(spec: Spec, x_test) -> dict[str, np.ndarray]:
+    shape, dtype = spec.model.input_shape, spec.model.input_dtype
+    top = 255 if dtype == "uint8" else float(np.max(x_test))
+    return {
+        "zeros": np.zeros((1, *shape), dtype),
+        "max": np.full((2, *shape), top, dtype),
+        "batch_1": x_test[:1],
+        "batch_3": x_test[:3],
+        "batch_7": x_test[-7:],
+    }
+
+
+def keras_outputs(model, spec: Spec, x) -> dict[str, np.ndarray]:
+    import keras
+
+    y = keras.ops.convert_to_numpy(model(x, training=False))
+    if not spec.is_classifier:
+        return {"predictions": y}
+    return {"logits": y, "probabilities": keras.ops.convert_to_numpy(keras.ops.softmax(y, axis=-1))}
+
+
+def compare(sess, model, spec, batches, atol, rtol) -> dict:
+    """Run every batch through both; return the per-output figures."""
+    from .export import INPUT_NAME, output_names
+
+    names = [o.name for o in sess.get_outputs()]
+    expected = output_names(spec)
+    if sorted(names) != sorted(expected) or [i.name for i in sess.get_inputs()] != [INPUT_NAME]:
+        raise VerificationError(f"the ONNX graph has inputs {[i.name for i in sess.get_inputs()]} and outputs "
+                                f"{names}; expected [{INPUT_NAME!r}] and {expected}")
+    stats = {n: {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "violations": 0, "elements": 0} for n in names}
+    agree = total = 0
+    shapes_ok = True
+    for x in batches:
+        got = dict(zip(names, sess.run(names, {INPUT_NAME: x})))
+        want = keras_outputs(model, spec, x)
+        for n in names:
+            a, b = got[n], want[n]
+            if a.shape != b.shape:
+                shapes_ok = False
+                stats[n]["shape_mismatch"] = f"onnx {list(a.shape)} vs keras {list(b.shape)}"
+                continue
+            diff = np.abs(a.astype(np.float64) - b)
+            s = stats[n]
+            s["max_abs_diff"] = max(s["max_abs_diff"], float(diff.max(initial=0)))
+            s["max_rel_diff"] = max(s["max_rel_diff"], float((diff / np.maximum(np.abs(b), 1e-12)).max(initial=0)))
+            s["violations"] += int((diff > atol + rtol * np.abs(b)).sum())
+            s["elements"] += int(diff.size)
+        if spec.is_classifier and got["logits"].shape == want["logits"].shape:
+            agree += int((got["logits"].argmax(-1) == want["logits"].argmax(-1)).sum())
+            total += len(x)
+    report = {"outputs": stats, "shapes_match": shapes_ok}
+    if spec.is_classifier:
+        report["argmax_agreement"] = agree / total if total else None
+    report["passed"] = shapes_ok and all(s["violations"] == 0 for s in stats.values()) and (
+        not spec.is_classifier or agree == total)
+    return report
+
+
+def write_test_data(run: Path, model, spec: Spec, x) -> None:
+    """test_data_set_0/input_0.pb and output_N.pb: TensorProtos any runtime can read."""
+    from onnx import numpy_helper
+
+    from .export import INPUT_NAME, output_names
+
+    folder = run / "test_data_set_0"
+    outputs = keras_outputs(model, spec, x)
+    tensors = [("input_0.pb", x, INPUT_NAME)] + [
+        (f"output_{i}.pb", outputs[n], n) for i, n in enumerate(output_names(spec))]
+    for filename, array, name in tensors:
+        with runs.atomic_path(folder / filename) as tmp:
+            tmp.write_bytes(numpy_helper.from_array(np.ascontiguousarray(array), name).SerializeToString())
+
+
+def verify_run(run: Path, *, model=None, spec=None, onnx_path=None, atol=None, rtol=None, data_dir=None, log=print) -> dict:
+    """Verify run/model.onnx against run/model.keras. Raises VerificationError on mismatch."""
+    from . import data as data_mod
+    from .train import load_checkpoint, versions
+
+    run = Path(run)
+    spec = spec or load_spec(run / "spec.json")
+    onnx_path = Path(onnx_path or run / "model.onnx")
+    sess = session(onnx_path)
+    model = model or load_checkpoint(run / "model.keras")
+    atol = spec.export.atol if atol is None else atol
+    rtol = spec.export.rtol if rtol is None else rtol
+
+    x_test = data_mod.load_dataset(spec, data_dir).x_test[:MAX_EXAMPLES]
+    batches = [x_test[i:i + 1000] for i in range(0, len(x_test), 1000)]
+    edges = edge_inputs(spec, x_test)
+    report = compare(sess, model, spec, batches + list(edges.values()), atol, rtol)
+    report = {
+        "status": "passed" if report["passed"] else "failed",
+        "model": str(onnx_path),
+        "examples": int(len(x_test)),
+        "edge_inputs": {k: list(v.shape) for k, v in edges.items()},
+        "atol": atol, "rtol": rtol,
+        **report,
+        "providers": sess.get_providers(),
+        "versions": versions(),
+    }
+    runs.write_json(run / "verify.json", report)
+    write_test_data(run, model, spec, x_test[:TEST_DATA_EXAMPLES])
+
+    log(f"verify {onnx_path} on {report['examples']:,} test examples + {len(edges)} edge batches "
+        f"({report['providers'][0]}; atol {atol:g}, rtol {rtol:g})")
+    log(f"  {'output':<14} {'max abs diff':>13} {'max rel diff':>13} {'out of tol':>11}")
+    for name, s in report["outputs"].items():
+        log(f"  {name:<14} {s['max_abs_diff']:>13.3e} {s['max_rel_diff']:>13.3e} {s['violations']:>11,}")
+    if spec.is_classifier:
+        log(f"  argmax agreement: {report['argmax_agreement']:.2%}")
+    if not report["passed"]:
+        raise VerificationError(f"{onnx_path} does not match the Keras model (see {run}/verify.json): "
+                                + "; ".join(f"{n}: {s['violations']} values out of tolerance, max abs diff {s['max_abs_diff']:.3g}"
+                                            for n, s in report["outputs"].items() if s["violations"])
+                                + ("" if report.get("argmax_agreement") in (None, 1.0) else
+                                   f"; argmax agreement {report['argmax_agreement']:.2%}"))
+    log(f"  passed; wrote {run}/verify.json and test_data_set_0/")
+    return report
