@@ -277,7 +277,7 @@ def export(target, onnx, opset, atol, rtol, no_verify, data_dir, out):
     if not onnx:
         raise UsageError("nothing to export: --onnx is the only format")
     run = runs.find_run(target, out)
-    with runs.locked(run):
+    with runs.locked(run, create=False):
         _export(run, opset, atol, rtol, data_dir, verify_after=not no_verify)
 
 
@@ -298,9 +298,15 @@ def verify(target, atol, rtol, data_dir, out):
     _keras("tensorflow")
     from .verify import verify_run
 
-    run = Path(target).parent if target and target.endswith(".onnx") else runs.find_run(target, out)
-    onnx_path = Path(target) if target and target.endswith(".onnx") else run / "model.onnx"
-    with runs.locked(run):
+    if target and target.endswith(".onnx"):
+        onnx_path = Path(target)
+        if not onnx_path.is_file():
+            raise UsageError(f"{target}: no such ONNX file; run `zoo export` first")
+        run = onnx_path.parent
+    else:
+        run = runs.find_run(target, out)
+        onnx_path = run / "model.onnx"
+    with runs.locked(run, create=False):
         verify_run(run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir, log=click.echo)
 
 

@@ -101,7 +101,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 def read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
     """Features (float32) and labels from a CSV with a header row."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel starts its CSVs with a BOM
             rows = list(csv.reader(f))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
@@ -161,11 +161,11 @@ def _download(name, where):
                         f"({type(e).__name__}); put the files there or point ZOO_DATA_DIR (or --data-dir) at a folder that has them") from None
 
 
-def _split(x, y, test_fraction, seed):
+def _split(x, y, test_fraction, seed, source="data"):
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, int(round(len(x) * test_fraction)))
     if n_test >= len(x):
-        raise DataError(f"{len(x)} examples are too few to hold out a test fraction of {test_fraction}")
+        raise DataError(f"{source}: {len(x)} examples are too few to hold out a test fraction of {test_fraction}")
     test, train = order[:n_test], order[n_test:]
     return x[train], y[train], x[test], y[test]
 
@@ -214,7 +214,7 @@ def _user_file(spec: Spec, directory: Path):
         a = read_npz(path)
         return a["x_train"], a["y_train"], a["x_test"], a["y_test"], spec.model.class_names, str(path)
     x, y = read_csv(path, spec.data.label_column)
-    return (*_split(x, y, spec.data.test_fraction, spec.train.seed), spec.model.class_names, str(path))
+    return (*_split(x, y, spec.data.test_fraction, spec.train.seed, path), spec.model.class_names, str(path))
 
 
 # ----- checks ---------------------------------------------------------------------------
@@ -244,6 +244,8 @@ def _check_x(x, name, spec: Spec, source):
 def _check_y(y, name, n, spec: Spec, source):
     if not isinstance(y, np.ndarray) or y.dtype.kind not in "biuf":
         raise DataError(f"{source}: {name} has dtype {getattr(y, 'dtype', type(y).__name__)}; expected numbers")
+    if y.ndim == 0:
+        raise DataError(f"{source}: {name} is a single number; expected one label per example ({n:,})")
     if len(y) != n:
         raise DataError(f"{source}: {name} has {len(y):,} entries for {n:,} examples; the file is truncated or mismatched")
     if y.dtype.kind == "f" and not np.isfinite(y).all():

@@ -97,11 +97,13 @@ def read_json(path):
 
 
 @contextlib.contextmanager
-def locked(run: Path):
+def locked(run: Path, create=True):
     """Hold the run's lock for the duration, or raise RunLockedError at once."""
     if os.environ.get("ZOO_LOCK_HELD") == str(os.getppid()):
         yield  # a child zoo process working for the parent that holds the lock
         return
+    if not create and not run.is_dir():
+        raise UsageError(f"{run}: no such run folder")
     try:
         run.mkdir(parents=True, exist_ok=True)
         fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT, 0o644)

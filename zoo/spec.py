@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -31,8 +32,9 @@ Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 class _Strict(BaseModel):
     # frozen: a spec never changes after validation; forbid: unknown keys are errors;
-    # strict: "256" is not 256 and 1.0 is not True.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # strict: "256" is not 256 and 1.0 is not True; allow_inf_nan off: JSON cannot spell
+    # them, so a spec holding one (1e999, --learning-rate inf) would not reload from spec.json.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class Hidden(_Strict):
@@ -250,16 +252,41 @@ def parse_json(text: str, source="<spec>") -> Any:
         raise SpecError(source, [("", "not valid JSON: nested too deeply")]) from None
 
 
+def _clean_loc(loc, unknown_key=False) -> tuple:
+    """Drop pydantic's union-member tags (`constrained-float`, `literal[...]`) from a location.
+
+    Keys of our models and list indices stay; with `unknown_key` the last part stays
+    whatever it looks like: it is a key the user wrote.
+    """
+    out, cls = [], Spec
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out.append(part)
+        elif cls is not None and part in cls.model_fields:
+            out.append(part)
+            cls = _model_in(cls.model_fields[part].annotation)
+        elif (unknown_key and i == len(loc) - 1) or not _is_tag(part):
+            out.append(part)
+            cls = None
+    return tuple(out)
+
+
+def _is_tag(part: str) -> bool:
+    return any(c in part for c in "[]-'(),") or part in ("int", "float", "str", "bool", "none", "list", "dict")
+
+
 def _path(loc) -> str:
     out = ""
     for part in loc:
-        if isinstance(part, int):
+        if not isinstance(part, int) and not _PLAIN_KEY.match(str(part)):
+            part = json.dumps(str(part))  # a key the user wrote: quoted, so "\n" cannot break the line
             out += f"[{part}]"
-        elif part in ("function-after[_cross_checks(), Spec]",):
             continue
-        else:
-            out += ("." if out else "") + str(part)
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
     return out
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def _field_names(loc) -> list[str]:
@@ -271,8 +298,7 @@ def _field_names(loc) -> list[str]:
         field = cls.model_fields.get(part)
         if field is None:
             return []
-        ann = field.annotation
-        cls = _model_in(ann)
+        cls = _model_in(field.annotation)
         if cls is None:
             return []
     return list(cls.model_fields)
@@ -290,7 +316,10 @@ def _model_in(annotation):
 
 
 def _short(value, limit=60) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    try:
+        text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    except (ValueError, TypeError, RecursionError):  # too deep, huge int, not JSON (via validate())
+        text = type(value).__name__
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -318,15 +347,17 @@ def validate(data: Any, source="<spec>") -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as e:
-        problems = []
+        problems = {}  # path -> messages; a union's alternatives share one path
         for err in e.errors(include_url=False):
-            ctx = err.get("ctx") or {}
-            cross = ctx.get("error")
+            cross = (err.get("ctx") or {}).get("error")
             if isinstance(cross, _CrossFieldProblems):
-                problems.extend(cross.problems)
-            else:
-                problems.append((_path(err["loc"]), _message(err)))
-        raise SpecError(source, problems) from None
+                for path, message in cross.problems:
+                    problems.setdefault(path, []).append(message)
+                continue
+            loc = _clean_loc(err["loc"], unknown_key=err["type"] == "extra_forbidden")
+            err = {**err, "loc": loc}
+            problems.setdefault(_path(loc), []).append(_message(err))
+        raise SpecError(source, [(p, " or ".join(dict.fromkeys(ms))) for p, ms in problems.items()]) from None
     except RecursionError:
         raise SpecError(source, [("", "nested too deeply")]) from None
 

@@ -292,7 +292,7 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
     tty = sys.stdout.isatty()
     state = {"epoch": first_epoch}
     if not quiet:
-        log(f"training {spec.name}: {len(x_train):,} examples, {epochs - first_epoch} epochs, "
+        log(f"training {spec.name}: {len(x_train):,} examples, {epochs - first_epoch} epoch(s), "
             f"batch {bs}, {spec.train.optimizer} lr {spec.train.learning_rate}, on {device_name} ({backend})")
     started = time.perf_counter()
     if first_epoch < epochs:

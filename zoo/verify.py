@@ -140,9 +140,9 @@ def verify_run(run: Path, *, model=None, spec=None, onnx_path=None, atol=None, r
     from .train import load_checkpoint, versions
 
     run = Path(run)
-    spec = spec or load_spec(run / "spec.json")
     onnx_path = Path(onnx_path or run / "model.onnx")
     sess = session(onnx_path)
+    spec = spec or load_spec(run / "spec.json")
     model = model or load_checkpoint(run / "model.keras")
     atol = spec.export.atol if atol is None else atol
     rtol = spec.export.rtol if rtol is None else rtol
