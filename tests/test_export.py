@@ -1,0 +1,197 @@
+"""Export to ONNX, verification against Keras, test data for other runtimes, predict, run."""
+
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import DATASETS, SPECS, catalog_specs, spec_dict, write_spec
+
+
+@pytest.fixture(scope="module")
+def fashion_run(tmp_path_factory):
+    """A Fashion-MNIST softmax trained on a slice and exported, through the real CLI."""
+    folder = tmp_path_factory.mktemp("fashion")
+    if not (DATASETS / "fashion-mnist").is_dir():
+        pytest.skip(f"real datasets not found at {DATASETS}")
+    data = spec_dict("fashion-mnist-softmax")
+    data["name"] = "fashion-small"
+    data["data"]["limit"] = 20000
+    data["train"]["epochs"] = 6
+    spec = write_spec(folder, data)
+    done = subprocess.run([sys.executable, "-m", "zoo", "run", str(spec), "--out", str(folder / "exports"),
+                           "--data-dir", str(DATASETS)], capture_output=True, text=True, cwd=folder)
+    assert done.returncode == 0, done.stderr
+    assert "argmax agreement: 100.00%" in done.stdout
+    return folder / "exports" / "fashion-small"
+
+
+def test_export_writes_a_checked_model_with_named_io(fashion_run):
+    import onnx
+
+    proto = onnx.load(str(fashion_run / "model.onnx"))
+    onnx.checker.check_model(proto, full_check=True)
+    (inp,) = proto.graph.input
+    assert inp.name == "input"
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 28, 28]
+    assert sorted(o.name for o in proto.graph.output) == ["logits", "probabilities"]
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["zoo.class_names"])[0] == "T-shirt/top"
+    assert json.loads(meta["zoo.spec"])["name"] == "fashion-small"
+    assert json.loads(meta["zoo.metrics"])["accuracy"] > 0.7
+    assert json.loads(meta["zoo.input"])["dtype"] == "uint8"
+    report = json.loads((fashion_run / "verify.json").read_text())
+    assert report["status"] == "passed" and report["argmax_agreement"] == 1.0
+    assert report["examples"] == 2000 and report["providers"][-1] == "CPUExecutionProvider"
+    card = (fashion_run / "card.md").read_text()
+    assert "onnxruntime-node" in card and "Ort::Session" in card and "InferenceSession" in card
+
+
+def test_test_data_set_reproduces_the_outputs(fashion_run):
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    folder = fashion_run / "test_data_set_0"
+    session = ort.InferenceSession(str(fashion_run / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    def read(name):
+        tensor = onnx.TensorProto()
+        tensor.ParseFromString((folder / name).read_bytes())
+        return tensor.name, numpy_helper.to_array(tensor)
+
+    name, x = read("input_0.pb")
+    assert name == "input" and x.dtype == np.uint8 and x.shape == (16, 28, 28)
+    outputs = [o.name for o in session.get_outputs()]
+    got = dict(zip(outputs, session.run(outputs, {"input": x})))
+    for i, expected_name in enumerate(["logits", "probabilities"]):
+        name, expected = read(f"output_{i}.pb")
+        assert name == expected_name
+        np.testing.assert_allclose(got[name], expected, atol=1e-4, rtol=1e-3)
+
+
+def test_tampered_weights_fail_verification(fashion_run, tmp_path, datasets):
+    import onnx
+    from onnx import numpy_helper
+
+    run = tmp_path / "tampered"
+    shutil.copytree(fashion_run, run)
+    proto = onnx.load(str(run / "model.onnx"))
+    weights = max(proto.graph.initializer, key=lambda t: np.prod(t.dims))  # the 784x10 kernel
+    array = numpy_helper.to_array(weights).copy()
+    array[:, 3] += 0.05
+    weights.CopyFrom(numpy_helper.from_array(array, weights.name))
+    onnx.save(proto, str(run / "model.onnx"))
+    done = subprocess.run([sys.executable, "-m", "zoo", "verify", str(run), "--data-dir", str(datasets)],
+                          capture_output=True, text=True)
+    assert done.returncode == 6, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"Error: {run}/model.onnx does not match the Keras model")
+    report = json.loads((run / "verify.json").read_text())
+    assert report["status"] == "failed" and report["outputs"]["logits"]["violations"] > 0
+    assert (run / "model.onnx").exists()  # kept for inspection
+
+
+def _trouser_png(tmp_path):
+    from PIL import Image
+
+    from zoo.data import read_idx
+
+    images = read_idx(DATASETS / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", 2051)
+    labels = read_idx(DATASETS / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz", 2049)
+    index = int(np.flatnonzero(labels == 1)[0])  # the first trouser of the test set
+    path = tmp_path / "trouser.png"
+    Image.fromarray(images[index]).save(path)
+    return path, images[index]
+
+
+def test_predict_names_the_right_class_and_starts_fast(fashion_run, tmp_path):
+    png, pixels = _trouser_png(tmp_path)
+    cmd = [sys.executable, "-m", "zoo", "predict", str(fashion_run / "model.onnx"), str(png)]
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("[0] Trouser ")
+    assert statistics.median(times) < 1.0, times
+    np.save(tmp_path / "x.npy", np.stack([pixels, pixels]))
+    done = subprocess.run([*cmd[:-1], str(tmp_path / "x.npy"), "--json", "-k", "2"], capture_output=True, text=True)
+    results = json.loads(done.stdout)
+    assert len(results) == 2 and len(results[0]["top"]) == 2 and results[0]["top"][0]["name"] == "Trouser"
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: np.save(p / "bad.npy", np.zeros((3, 27, 28), np.uint8)), "does not fit the model's input"),
+    (lambda p: np.save(p / "bad.npy", np.full((1, 28, 28), 300.0)), "takes uint8 pixel values 0..255"),
+    (lambda p: np.save(p / "bad.npy", np.array([{"a": 1}], dtype=object)), "cannot read"),
+    (lambda p: (p / "bad.txt").write_text("1,2"), "unknown input type"),
+])
+def test_predict_bad_inputs_are_one_line(fashion_run, tmp_path, make, message):
+    make(tmp_path)
+    bad = next(tmp_path.glob("bad.*"))
+    done = subprocess.run([sys.executable, "-m", "zoo", "predict", str(fashion_run / "model.onnx"), str(bad)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_verify_a_corrupt_onnx_is_one_line(fashion_run, tmp_path):
+    run = tmp_path / "corrupt"
+    shutil.copytree(fashion_run, run)
+    (run / "model.onnx").write_bytes((run / "model.onnx").read_bytes()[:500])
+    done = subprocess.run([sys.executable, "-m", "zoo", "verify", str(run / "model.onnx")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "not a loadable ONNX model" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_export_of_an_untrained_run_is_refused(zoo, tmp_path):
+    assert zoo("build", SPECS / "digits-softmax.json").returncode == 0
+    done = zoo("export", tmp_path / "exports" / "digits-softmax")
+    assert done.returncode == 2
+    assert "was never trained; run `zoo train" in done.stderr
+    assert not (tmp_path / "exports" / "digits-softmax" / "model.onnx").exists()
+
+
+def test_quick_start_runs_offline_in_under_a_minute(zoo, tmp_path):
+    start = time.perf_counter()
+    done = zoo("run", SPECS / "digits-softmax.json", env={"ZOO_DATA_DIR": str(tmp_path / "empty")})
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    assert elapsed < 60
+    metrics = json.loads((tmp_path / "exports" / "digits-softmax" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.9
+    assert json.loads((tmp_path / "exports" / "digits-softmax" / "verify.json").read_text())["status"] == "passed"
+
+
+@pytest.mark.parametrize("path", catalog_specs(), ids=lambda p: p.stem)
+def test_every_catalog_spec_exports_and_verifies(path, tmp_path):
+    """One epoch on at most 4,000 examples each: the full runs are in benchmarks/."""
+    from zoo._quiet import import_keras
+
+    import_keras()
+    from zoo.errors import DataError
+    from zoo.export import export_run
+    from zoo.spec import validate
+    from zoo.train import train
+
+    data = json.loads(path.read_text())
+    data["train"]["epochs"] = 1
+    data["data"]["limit"] = 4000
+    spec = validate(data)
+    try:
+        train(spec, tmp_path / spec.name, data_dir=DATASETS, quiet=True, log=lambda m: None)
+    except DataError as e:
+        if spec.data.dataset == "mnist" and not (DATASETS / "mnist.npz").exists():
+            pytest.skip(f"the full MNIST is not on this machine: {e}")
+        raise
+    report = export_run(tmp_path / spec.name, data_dir=DATASETS, log=lambda m: None)
+    assert report["status"] == "passed"
