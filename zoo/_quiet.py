@@ -39,8 +39,11 @@ def import_keras(backend=None):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
     with silenced_fd2():
-        if os.environ["KERAS_BACKEND"] == "tensorflow":
+        try:  # other backends still load TensorFlow later (tf.data adapters): load it now, quietly
             import tensorflow  # noqa: F401
+        except ImportError:
+            if os.environ["KERAS_BACKEND"] == "tensorflow":
+                raise
         import keras
     if not os.environ.get("ZOO_DEBUG"):
         import logging

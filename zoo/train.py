@@ -113,9 +113,11 @@ def compile_model(model, spec: Spec, steps_per_epoch, optimizer=None):
     else:
         loss = keras.losses.MeanSquaredError()
         metrics = [keras.metrics.MeanAbsoluteError(name="mae")]
-    on_gpu = keras.backend.backend() == "tensorflow" and _tf_has_gpu()
+    on_gpu = keras.backend.backend() == "tensorflow" and _tf_has_gpu()  # XLA: faster on GPU, slower on CPU
+    backend = keras.backend.backend()
     model.compile(optimizer=optimizer or make_optimizer(spec.train), loss=loss, metrics=metrics,
-                  steps_per_execution=steps_per_execution(steps_per_epoch),
+                  # torch's trainer runs one step per call (Keras refuses more)
+                  steps_per_execution=1 if backend == "torch" else steps_per_execution(steps_per_epoch),
                   jit_compile=on_gpu or keras.backend.backend() == "jax")
 
 
