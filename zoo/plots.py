@@ -47,7 +47,7 @@ def predictions(images, y_true, y_pred, class_names, path, columns=9):
     for ax, img, t, p in zip(axes.flat, images, y_true, y_pred):
         ax.imshow(img, cmap="gray_r" if img.max() <= 16 else "gray")
         ax.set_title(f"{names[int(t)]}\n{names[int(p)]}", fontsize=7, color="black" if t == p else "red")
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.88, wspace=0.1, hspace=0.6)  # tight_layout: 0.5 s
     with runs.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)

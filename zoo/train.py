@@ -4,7 +4,7 @@ Speed: for models this small Keras's per-step overhead, not arithmetic, sets the
 time. So the training set stays resident as tensors, batches are gathered in-graph
 from a per-epoch permutation, and `steps_per_execution` runs many steps per call
 (Keras compiles them into one while-loop), with XLA off on CPU, where it was slower
-(measured: benchmarks/RESULTS.md).
+(measured: benchmarks/RESULTS.md, "XLA on CPU").
 
 Reproducibility: the seed fixes the initial weights, and the permutation of epoch e
 is a pure function of (seed, e), so a resumed run sees the same batches as an
@@ -36,6 +36,9 @@ KEEP_CHECKPOINTS = 2
 
 def configure(device=None, seed=0):
     """Pick the device and make ops deterministic. Call before building models.
+
+    TensorFlow op determinism stays on for the rest of the process (TF offers no
+    scoped switch); a process that also trains outside zoo inherits it.
 
     Returns a short description of the device training runs on.
     """
@@ -113,18 +116,13 @@ def compile_model(model, spec: Spec, steps_per_epoch, optimizer=None):
     else:
         loss = keras.losses.MeanSquaredError()
         metrics = [keras.metrics.MeanAbsoluteError(name="mae")]
-    on_gpu = keras.backend.backend() == "tensorflow" and _tf_has_gpu()  # XLA: faster on GPU, slower on CPU
     backend = keras.backend.backend()
     model.compile(optimizer=optimizer or make_optimizer(spec.train), loss=loss, metrics=metrics,
                   # torch's trainer runs one step per call (Keras refuses more)
                   steps_per_execution=1 if backend == "torch" else steps_per_execution(steps_per_epoch),
-                  jit_compile=on_gpu or keras.backend.backend() == "jax")
-
-
-def _tf_has_gpu():
-    import tensorflow as tf
-
-    return bool(tf.config.list_logical_devices("GPU"))
+                  # XLA was slower on CPU (benchmarks/RESULTS.md) and clashes with TF op
+                  # determinism; jax always compiles.
+                  jit_compile=backend == "jax")
 
 
 def epoch_permutation(n, seed, epoch):
@@ -138,9 +136,12 @@ def _tf_batches(x, y, batch_size, seed, first_epoch, epochs):
 
     xs, ys = tf.constant(x), tf.constant(y)
     n = len(x)
-    orders = np.stack([epoch_permutation(n, seed, e) for e in range(first_epoch, epochs)]).astype("int32")
-    ds = tf.data.Dataset.from_tensor_slices(orders).flat_map(
-        lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batch_size))
+
+    def order(epoch):  # made lazily, one epoch at a time: memory does not grow with epochs
+        indices = tf.numpy_function(lambda e: epoch_permutation(n, seed, int(e)).astype("int32"), [epoch], tf.int32)
+        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(indices, [n])).batch(batch_size)
+
+    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(order)
     ds = ds.map(lambda idx: (tf.gather(xs, idx), tf.gather(ys, idx)), num_parallel_calls=1, deterministic=True)
     return ds.prefetch(4)
 
@@ -309,7 +310,10 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
                             f"lower the learning rate (now {spec.train.learning_rate}, try --learning-rate "
                             f"{spec.train.learning_rate / 10:g}); {kept}")
 
-    test = model.evaluate(*_as_eval(dataset.x_test, dataset.y_test, bs), verbose=0, return_dict=True)
+    if spec.train.validation == "test" and history:  # the last epoch already evaluated the test set
+        test = {k[len("val_"):]: v for k, v in history[-1].items() if k.startswith("val_")}
+    else:
+        test = model.evaluate(*_as_eval(dataset.x_test, dataset.y_test, bs), verbose=0, return_dict=True)
     metrics = {
         "name": spec.name,
         "test": {k: float(v) for k, v in test.items()},
@@ -335,7 +339,7 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
 
     plots.curves(history, spec, run / "curves.png")
     if spec.is_classifier and len(spec.model.input_shape) == 2:
-        logits = model.predict(dataset.x_test[:18], verbose=0)
+        logits = keras.ops.convert_to_numpy(model(dataset.x_test[:18], training=False))
         plots.predictions(dataset.x_test[:18], dataset.y_test[:18], np.argmax(logits, axis=-1),
                           dataset.class_names, run / "predictions.png")
     return metrics
