@@ -23,7 +23,8 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 def _fail(message, code):
-    click.echo(f"Error: {message}", err=True)
+    for line in str(message).splitlines() or [""]:  # a spec's problems: one line each
+        click.echo(f"Error: {line}", err=True)
     sys.exit(code)
 
 

@@ -51,29 +51,36 @@ def data_dir(explicit=None) -> Path:
 # ----- file formats ---------------------------------------------------------------------
 
 def read_idx(path: Path, expected_magic: int) -> np.ndarray:
-    """Read a gzipped IDX file (uint8 data, the MNIST family's format)."""
+    """Read a gzipped IDX file (uint8 data, the MNIST family's format).
+
+    The header is read first and then at most the byte count it declares (plus one,
+    to notice extra bytes), so a corrupt header or a gzip bomb cannot exhaust memory.
+    """
     try:
         with gzip.open(path, "rb") as f:
-            raw = f.read()
+            head = f.read(4)
+            if len(head) < 4:
+                raise DataError(f"{path}: {len(head)} bytes is too short for an IDX header")
+            magic = struct.unpack(">I", head)[0]
+            if magic != expected_magic:
+                raise DataError(f"{path}: IDX magic number {magic}, expected {expected_magic}; is this the right file?")
+            ndim = magic & 0xFF
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: header truncated")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            count = int(np.prod(dims, dtype=np.int64))
+            if dims[0] > MAX_IDX_ITEMS or count > MAX_IDX_ITEMS * 28 * 28:
+                raise DataError(f"{path}: header says {'x'.join(map(str, dims))}, more than any IDX dataset holds; the file is corrupt")
+            raw = f.read(count + 1)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: corrupt or truncated gzip ({e}); delete it and download it again") from None
-    if len(raw) < 8:
-        raise DataError(f"{path}: {len(raw)} bytes is too short for an IDX header")
-    magic = struct.unpack(">I", raw[:4])[0]
-    if magic != expected_magic:
-        raise DataError(f"{path}: IDX magic number {magic}, expected {expected_magic}; is this the right file?")
-    ndim = magic & 0xFF
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataError(f"{path}: header truncated")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    count = int(np.prod(dims, dtype=np.int64))
-    if dims[0] > MAX_IDX_ITEMS or len(raw) - header != count:
+    if len(raw) != count:
         raise DataError(f"{path}: header says {'x'.join(map(str, dims))} ({count:,} bytes) "
-                        f"but the file holds {len(raw) - header:,}; the file is truncated or corrupt")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+                        f"but the file holds {'more' if len(raw) > count else f'{len(raw):,}'}; the file is truncated or corrupt")
+    return np.frombuffer(raw, np.uint8).reshape(dims)
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:

@@ -120,8 +120,10 @@ def _trained(run: Path):
     if not run.is_dir():
         raise UsageError(f"{run}: no such run folder")
     history = run / "history.json"
-    if not (run / "model.keras").exists() or not history.exists() or not runs.read_json(history):
+    if not history.exists() or not runs.read_json(history):
         raise UsageError(f"{run}: this run was never trained; run `zoo train {run}` first")
+    if not (run / "model.keras").exists():
+        raise UsageError(f"{run}: training did not finish; run `zoo train {run} --resume` first")
     return load_spec(run / "spec.json")
 
 

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -118,9 +119,28 @@ def locked(run: Path, create=True):
                                  f"wait for it to finish, or use another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _remove_stale_tmp(run)
         yield
     finally:
         os.close(fd)  # closing drops the flock
+
+
+_TMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp")  # atomic_path's mkstemp names: .NAME.XXXXXXXX.tmpSUFFIX
+
+
+def _remove_stale_tmp(run: Path) -> None:
+    """Remove the temporary files a killed zoo process left in a run.
+
+    Called with the run's lock held, so no live zoo process is writing them. Only in a
+    folder zoo has written a run to: `zoo verify x.onnx` may lock any folder.
+    """
+    if not ((run / "spec.json").exists() or (run / "history.json").exists()):
+        return
+    for folder in (run, run / "checkpoints", run / "test_data_set_0"):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if _TMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    _unlink(entry.path)
 
 
 def set_latest(run: Path) -> None:

@@ -342,7 +342,7 @@ def validate(data: Any, source="<spec>") -> Spec:
     """Validate a parsed JSON value; return a Spec or raise SpecError with every problem."""
     if not isinstance(data, dict):
         raise SpecError(source, [("", f"expected a JSON object {{...}} at the top, received {type(data).__name__}")])
-    if "version" in data and data["version"] != SPEC_VERSION:
+    if "version" in data and (type(data["version"]) is not int or data["version"] != SPEC_VERSION):
         raise SpecError(source, [("version", f"this zoo reads spec version {SPEC_VERSION}, received {_short(data['version'])}")])
     try:
         return Spec.model_validate(data)

@@ -32,6 +32,7 @@ from .spec import Spec
 
 MIN_STEPS_PER_EXECUTION = 16  # steps per compiled call: amortizes Python overhead, keeps the progress bar live
 KEEP_CHECKPOINTS = 2
+STALE_ON_RETRAIN = ("model.keras", "metrics.json", "model.onnx", "verify.json", "card.md", "curves.png", "predictions.png")
 
 
 def configure(device=None, seed=0):
@@ -277,14 +278,16 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
         model = load_checkpoint(run / "checkpoints" / f"epoch-{first_epoch:04d}.keras")
         compile_model(model, spec, steps, optimizer=model.optimizer)
         log(f"resuming {run.name} after epoch {first_epoch}")
-    else:
+    runs.write_text(run / "spec.json", spec_mod.dumps(spec))  # first: the folder is a run from here on
+    if not first_epoch:
         model = build.build_model(spec)
         build.adapt(model, x_train)
         compile_model(model, spec, steps)
+        # A fresh start replaces the run: nothing of an earlier training may be taken
+        # for this one's (export would otherwise find the old model beside a new history).
         runs.write_json(run / "history.json", [])
-        for old in (run / "checkpoints").glob("epoch-*.keras"):
-            old.unlink()
-    runs.write_text(run / "spec.json", spec_mod.dumps(spec))
+        for stale in [*(run / "checkpoints").glob("epoch-*.keras"), *(run / name for name in STALE_ON_RETRAIN)]:
+            stale.unlink(missing_ok=True)
 
     if backend == "tensorflow":
         batches = _tf_batches(x_train, y_train, bs, seed, first_epoch, epochs) if first_epoch < epochs else None
