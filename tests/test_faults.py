@@ -296,12 +296,17 @@ def test_sigkill_during_train_then_resume(tmp_path, reference):
     assert metrics["test"]["accuracy"] == pytest.approx(reference_metrics["test"]["accuracy"], abs=1e-6)
 
 
+def _trained_unexported_copy(reference, run):
+    """The reference run as it was before `zoo export`: trained, with no export artefacts."""
+    shutil.copytree(reference, run, ignore=shutil.ignore_patterns("model.onnx", "verify.json", "card.md",
+                                                                    "test_data_set_0", ".lock"))
+    return run
+
+
 @pytest.mark.slow
 def test_sigkill_during_export_then_rerun(tmp_path, reference):
     out = tmp_path / "exports"
-    run = out / "faults"
-    shutil.copytree(reference, run, ignore=shutil.ignore_patterns("model.onnx", "verify.json", "card.md",
-                                                                    "test_data_set_0", ".lock"))
+    run = _trained_unexported_copy(reference, out / "faults")
     zoo = Zoo(tmp_path, out)
     report = {}
 
@@ -453,9 +458,7 @@ def test_file_size_limit_hit_while_writing_a_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_file_size_limit_hit_while_writing_model_onnx(tmp_path, reference):
     out = tmp_path / "exports"
-    run = out / "faults"
-    shutil.copytree(reference, run, ignore=shutil.ignore_patterns("model.onnx", "verify.json", "card.md",
-                                                                    "test_data_set_0", ".lock"))
+    run = _trained_unexported_copy(reference, out / "faults")
     limit = (reference / "model.onnx").stat().st_size // 2
     done = Zoo(tmp_path, out).run("export", run, preexec_fn=_file_size_limit(limit))
     assert done.returncode == 2, (done.returncode, done.stderr_text)

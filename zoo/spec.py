@@ -278,11 +278,12 @@ def _is_tag(part: str) -> bool:
 def _path(loc) -> str:
     out = ""
     for part in loc:
-        if not isinstance(part, int) and not _PLAIN_KEY.match(str(part)):
-            part = json.dumps(str(part))  # a key the user wrote: quoted, so "\n" cannot break the line
+        if isinstance(part, int):
             out += f"[{part}]"
-            continue
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+        elif _PLAIN_KEY.match(str(part)):
+            out += ("." if out else "") + str(part)
+        else:  # a key the user wrote: quoted, so "\n" cannot break the line
+            out += f"[{json.dumps(str(part))}]"
     return out
 
 
