@@ -1,4 +1,10 @@
-"""Shared fixtures. Real data comes from ../shared/datasets (or $ZOO_TEST_DATA)."""
+"""Shared fixtures.
+
+Real data (Fashion-MNIST, the MNIST 10k subset) is looked for in $ZOO_DATA_DIR, then
+../shared/datasets beside the checkout, then ~/.keras/datasets. Where none has it, the
+tests that need it skip and say how to enable them; `.ci/run` points ZOO_DATA_DIR at
+../shared/datasets so CI runs every one.
+"""
 
 import json
 import os
@@ -10,7 +16,29 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
-DATASETS = Path(os.environ.get("ZOO_TEST_DATA", ROOT.parent / "shared" / "datasets"))
+DATA_CANDIDATES = [Path(p) for p in (os.environ.get("ZOO_DATA_DIR"), ROOT.parent / "shared" / "datasets",
+                                      Path.home() / ".keras" / "datasets") if p]
+FASHION = "fashion-mnist/t10k-labels-idx1-ubyte.gz"
+MNIST10K = "mnist-10k.npz"
+
+
+def find_data(member: str) -> Path | None:
+    """The first candidate data folder that holds `member`, or None."""
+    return next((d for d in DATA_CANDIDATES if (d / member).is_file()), None)
+
+
+# Where Fashion-MNIST is; a folder with nothing in it when it is nowhere (tests that need it skip).
+DATASETS = (find_data(FASHION) or find_data(MNIST10K) or ROOT / "tests" / "no-datasets").resolve()
+NO_DATA_REASON = ("needs {what}; none of {where} has it. Set ZOO_DATA_DIR to a folder in the keras.datasets "
+                  "layout (../shared/datasets on the team's machines) to run it")
+
+
+def need_data(member=FASHION, what="Fashion-MNIST"):
+    """Skip the calling test unless `member` is found; return its data folder."""
+    folder = find_data(member)
+    if folder is None:
+        pytest.skip(NO_DATA_REASON.format(what=what, where=", ".join(map(str, DATA_CANDIDATES))))
+    return folder.resolve()
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -22,9 +50,14 @@ def catalog_specs():
 
 @pytest.fixture
 def datasets():
-    if not (DATASETS / "fashion-mnist").is_dir():
-        pytest.skip(f"real datasets not found at {DATASETS}")
-    return DATASETS
+    """The data folder with Fashion-MNIST; skips the test where there is none."""
+    return need_data()
+
+
+@pytest.fixture
+def mnist10k():
+    """The data folder with the real MNIST 10k subset; skips the test where there is none."""
+    return need_data(MNIST10K, "the MNIST 10k subset (mnist-10k.npz)")
 
 
 @pytest.fixture

@@ -306,10 +306,10 @@ def test_npz_missing_file(tmp_path):
     assert_data_error(npz_spec("nowhere.npz"), tmp_path, "nowhere.npz", "no such file", str(tmp_path))
 
 
-def test_real_npz_with_a_member_cut_out(tmp_path, datasets):
+def test_real_npz_with_a_member_cut_out(tmp_path, mnist10k):
     """The real mnist-10k.npz rewritten without y_test."""
     path = tmp_path / "mnist-10k.npz"
-    with zipfile.ZipFile(datasets / "mnist-10k.npz") as src, zipfile.ZipFile(path, "w") as dst:
+    with zipfile.ZipFile(mnist10k / "mnist-10k.npz") as src, zipfile.ZipFile(path, "w") as dst:
         for item in src.infolist():
             if item.filename != "y_test.npy":
                 dst.writestr(item, src.read(item))

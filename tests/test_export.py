@@ -10,15 +10,14 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DATASETS, SPECS, catalog_specs, spec_dict, write_spec
+from conftest import DATASETS, MNIST10K, SPECS, catalog_specs, need_data, spec_dict, write_spec
 
 
 @pytest.fixture(scope="module")
 def fashion_run(tmp_path_factory):
     """A Fashion-MNIST softmax trained on a slice and exported, through the real CLI."""
+    need_data()
     folder = tmp_path_factory.mktemp("fashion")
-    if not (DATASETS / "fashion-mnist").is_dir():
-        pytest.skip(f"real datasets not found at {DATASETS}")
     data = spec_dict("fashion-mnist-softmax")
     data["name"] = "fashion-small"
     data["data"]["limit"] = 20000
@@ -178,7 +177,6 @@ def test_every_catalog_spec_exports_and_verifies(path, tmp_path):
     from zoo._quiet import import_keras
 
     import_keras()
-    from zoo.errors import DataError
     from zoo.export import export_run
     from zoo.spec import validate
     from zoo.train import train
@@ -187,11 +185,11 @@ def test_every_catalog_spec_exports_and_verifies(path, tmp_path):
     data["train"]["epochs"] = 1
     data["data"]["limit"] = 4000
     spec = validate(data)
-    try:
-        train(spec, tmp_path / spec.name, data_dir=DATASETS, quiet=True, log=lambda m: None)
-    except DataError as e:
-        if spec.data.dataset == "mnist" and not (DATASETS / "mnist.npz").exists():
-            pytest.skip(f"the full MNIST is not on this machine: {e}")
-        raise
-    report = export_run(tmp_path / spec.name, data_dir=DATASETS, log=lambda m: None)
+    needs = {"fashion_mnist": ("fashion-mnist/t10k-labels-idx1-ubyte.gz", "Fashion-MNIST"),
+             "mnist": ("mnist.npz", "the full MNIST (mnist.npz)")}.get(spec.data.dataset)
+    if spec.data.path == MNIST10K:
+        needs = (MNIST10K, "the MNIST 10k subset (mnist-10k.npz)")
+    data_dir = need_data(*needs) if needs else DATASETS
+    train(spec, tmp_path / spec.name, data_dir=data_dir, quiet=True, log=lambda m: None)
+    report = export_run(tmp_path / spec.name, data_dir=data_dir, log=lambda m: None)
     assert report["status"] == "passed"

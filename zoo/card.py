@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import runs
-from .export import BATCH_DIM, INPUT_NAME, output_names
+from .contract import BATCH_DIM, INPUT_NAME, output_names
 
 
 def write_card(run, spec, metrics, opset) -> None:
@@ -11,7 +11,7 @@ def write_card(run, spec, metrics, opset) -> None:
     shape = [BATCH_DIM, *m.input_shape]
     np_dtype = "np.uint8" if m.input_dtype == "uint8" else "np.float32"
     test = ", ".join(f"{k} {v:.4f}" for k, v in ((metrics or {}).get("test") or {}).items()) or "not recorded"
-    outs = output_names(spec)
+    outs = output_names(spec.is_classifier)
     out_desc = ("`logits` (batch, num_classes) and `probabilities` (softmax of the logits)"
                 if spec.is_classifier else f"`predictions` (batch, {spec.num_outputs})")
     layers = " → ".join([f"{m.input_shape} {m.input_dtype}"] + [str(h.units) for h in m.hidden] + [str(spec.num_outputs)])

@@ -21,16 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, runs
+from . import __version__, contract, runs
+from .contract import BATCH_DIM, INPUT_NAME
 from .errors import ExportError, UsageError
 from .spec import Spec, dumps, load_spec
 
-INPUT_NAME = "input"
-BATCH_DIM = "batch"
-
 
 def output_names(spec: Spec) -> list[str]:
-    return ["logits", "probabilities"] if spec.is_classifier else ["predictions"]
+    return contract.output_names(spec.is_classifier)
 
 
 def _patch_tf2onnx():
@@ -89,14 +87,14 @@ def metadata(spec: Spec, metrics: dict | None, class_names) -> dict[str, str]:
 
     lo, hi = (0, 255) if spec.model.input_dtype == "uint8" else ("-inf", "inf")
     return {
-        "zoo.spec": dumps(spec),
-        "zoo.class_names": json.dumps(class_names or []),
-        "zoo.input": json.dumps({"name": INPUT_NAME, "shape": [BATCH_DIM, *spec.model.input_shape],
+        contract.META_SPEC: dumps(spec),
+        contract.META_CLASS_NAMES: json.dumps(class_names or []),
+        contract.META_INPUT: json.dumps({"name": INPUT_NAME, "shape": [BATCH_DIM, *spec.model.input_shape],
                                  "dtype": spec.model.input_dtype, "range": [lo, hi],
                                  "preprocessing": "inside the graph; feed raw examples"}),
-        "zoo.outputs": json.dumps(output_names(spec)),
-        "zoo.metrics": json.dumps((metrics or {}).get("test", {})),
-        "zoo.versions": json.dumps({**versions(), "zoo": __version__}),
+        contract.META_OUTPUTS: json.dumps(output_names(spec)),
+        contract.META_METRICS: json.dumps((metrics or {}).get("test", {})),
+        contract.META_VERSIONS: json.dumps({**versions(), "zoo": __version__}),
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -63,26 +62,22 @@ def _read_image(path, shape):
 
 
 def predict_file(model_path, input_path, top_k=3) -> list[dict]:
+    from .contract import LABELED_OUTPUT, Contract
     from .verify import session
 
+    c = Contract.from_onnx(Path(model_path))  # checks inputs, outputs and metadata first
     sess = session(Path(model_path))
-    meta = sess.get_modelmeta().custom_metadata_map
-    info = sess.get_inputs()[0]
-    dtype = {"tensor(uint8)": "uint8", "tensor(float)": "float32"}.get(info.type)
-    if dtype is None:
-        raise UsageError(f"{model_path}: input type {info.type} is not one zoo writes")
-    x = read_input(Path(input_path), [int(d) for d in info.shape[1:]], dtype)
-    names = [o.name for o in sess.get_outputs()]
-    out = dict(zip(names, sess.run(names, {info.name: x})))
-    if "probabilities" not in out:
-        return [{"index": i, "predictions": row.tolist()} for i, row in enumerate(out[names[0]])]
-    classes = json.loads(meta.get("zoo.class_names", "[]"))
+    x = read_input(Path(input_path), list(c.input_shape), c.input_dtype)
+    out = dict(zip(c.outputs, sess.run(list(c.outputs), {sess.get_inputs()[0].name: x})))
+    if not c.is_classifier:
+        return [{"index": i, "predictions": row.tolist()} for i, row in enumerate(out[c.outputs[0]])]
+    classes = c.labels()
     results = []
-    for i, p in enumerate(out["probabilities"]):
+    for i, p in enumerate(out[LABELED_OUTPUT]):
         best = np.argsort(-p)[:max(1, top_k)]
         results.append({"index": i, "top": [
-            {"class": int(c), "name": classes[c] if c < len(classes) else str(c), "probability": float(p[c])}
-            for c in best]})
+            {"class": int(k), "name": classes[k] if k < len(classes) else str(k), "probability": float(p[k])}
+            for k in best]})
     return results
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runs
+from .contract import INPUT_NAME, output_names
 from .errors import UsageError, VerificationError
 from .spec import Spec, load_spec
 
@@ -83,10 +84,8 @@ def keras_outputs(model, spec: Spec, x) -> dict[str, np.ndarray]:
 
 def compare(sess, model, spec, batches, atol, rtol) -> dict:
     """Run every batch through both; return the per-output figures."""
-    from .export import INPUT_NAME, output_names
-
     names = [o.name for o in sess.get_outputs()]
-    expected = output_names(spec)
+    expected = output_names(spec.is_classifier)
     if sorted(names) != sorted(expected) or [i.name for i in sess.get_inputs()] != [INPUT_NAME]:
         raise VerificationError(f"the ONNX graph has inputs {[i.name for i in sess.get_inputs()]} and outputs "
                                 f"{names}; expected [{INPUT_NAME!r}] and {expected}")
@@ -123,12 +122,10 @@ def write_test_data(run: Path, model, spec: Spec, x) -> None:
     """test_data_set_0/input_0.pb and output_N.pb: TensorProtos any runtime can read."""
     from onnx import numpy_helper
 
-    from .export import INPUT_NAME, output_names
-
     folder = run / "test_data_set_0"
     outputs = keras_outputs(model, spec, x)
     tensors = [("input_0.pb", x, INPUT_NAME)] + [
-        (f"output_{i}.pb", outputs[n], n) for i, n in enumerate(output_names(spec))]
+        (f"output_{i}.pb", outputs[n], n) for i, n in enumerate(output_names(spec.is_classifier))]
     for filename, array, name in tensors:
         with runs.atomic_path(folder / filename) as tmp:
             tmp.write_bytes(numpy_helper.from_array(np.ascontiguousarray(array), name).SerializeToString())

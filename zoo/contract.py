@@ -1,0 +1,159 @@
+"""The exported artefact's contract, in one place: what model.onnx takes and gives.
+
+Every consumer reads it from here: export writes it, verify checks it, card documents
+it, predict, the Triton writer, the server and the web page rely on it. Nothing else
+spells an input name, an output name, a dtype or a metadata key.
+
+The graph has one input, `input`, of shape [batch, *input_shape] in the dataset's raw
+dtype (uint8 pixels, say: preprocessing is inside the graph), and the outputs `logits`
+and `probabilities` (classifiers) or `predictions` (regression), batch axis first.
+Model metadata (ONNX `metadata_props`) carries the keys in META, each a JSON value.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UsageError
+
+INPUT_NAME = "input"
+BATCH_DIM = "batch"
+CLASSIFIER_OUTPUTS = ("logits", "probabilities")
+REGRESSION_OUTPUTS = ("predictions",)
+LABELED_OUTPUT = "probabilities"  # the output whose columns are the classes (Triton's label_filename)
+
+# metadata_props keys; every value is JSON
+META_SPEC = "zoo.spec"
+META_CLASS_NAMES = "zoo.class_names"
+META_INPUT = "zoo.input"
+META_OUTPUTS = "zoo.outputs"
+META_METRICS = "zoo.metrics"
+META_VERSIONS = "zoo.versions"
+META_PROVENANCE = "zoo.provenance"
+META = (META_SPEC, META_CLASS_NAMES, META_INPUT, META_OUTPUTS, META_METRICS, META_VERSIONS, META_PROVENANCE)
+
+# one row per input dtype zoo writes: numpy name, ONNX type string (onnxruntime), Triton, JS typed array
+DTYPES = {
+    "uint8": {"onnx": "tensor(uint8)", "triton": "TYPE_UINT8", "oip": "UINT8", "js": "Uint8Array",
+              "c": "uint8_t", "range": (0, 255)},
+    "float32": {"onnx": "tensor(float)", "triton": "TYPE_FP32", "oip": "FP32", "js": "Float32Array",
+                "c": "float", "range": (float("-inf"), float("inf"))},
+}
+OUTPUT_DTYPE = "float32"
+
+
+def output_names(is_classifier: bool) -> list[str]:
+    return list(CLASSIFIER_OUTPUTS if is_classifier else REGRESSION_OUTPUTS)
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One exported model's interface: all a client in any runtime needs."""
+
+    name: str
+    input_shape: tuple[int, ...]  # one example, no batch axis
+    input_dtype: str  # a key of DTYPES
+    outputs: tuple[str, ...]
+    output_widths: tuple[int, ...]  # each output's size per example
+    class_names: tuple[str, ...] = ()
+    metadata: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def is_classifier(self) -> bool:
+        return LABELED_OUTPUT in self.outputs
+
+    @property
+    def example_size(self) -> int:
+        n = 1
+        for d in self.input_shape:
+            n *= d
+        return n
+
+    def labels(self) -> list[str]:
+        """Class names for the labeled output; indices where the spec named none."""
+        width = self.output_widths[self.outputs.index(LABELED_OUTPUT)] if self.is_classifier else 0
+        return list(self.class_names) or [str(i) for i in range(width)]
+
+    @classmethod
+    def from_spec(cls, spec) -> "Contract":
+        outs = output_names(spec.is_classifier)
+        return cls(name=spec.name, input_shape=tuple(spec.model.input_shape), input_dtype=spec.model.input_dtype,
+                   outputs=tuple(outs), output_widths=tuple(spec.num_outputs for _ in outs),
+                   class_names=tuple(spec.model.class_names or ()))
+
+    @classmethod
+    def from_onnx(cls, path) -> "Contract":
+        """Read and check the contract of an ONNX file; UsageError naming the file if it breaks it."""
+        import onnx
+
+        path = Path(path)
+        if not path.is_file():
+            raise UsageError(f"{path}: no such ONNX file; run `zoo export` first")
+        try:
+            proto = onnx.load(str(path), load_external_data=False)
+        except Exception as e:
+            raise UsageError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:150] if str(e) else type(e).__name__})") from None
+        return cls.from_proto(proto, path)
+
+    @classmethod
+    def from_proto(cls, proto, source="<model>") -> "Contract":
+        graph = proto.graph
+        initializers = {t.name for t in graph.initializer}
+        inputs = [i for i in graph.input if i.name not in initializers]
+        if len(inputs) != 1:
+            raise UsageError(f"{source}: the graph has {len(inputs)} inputs {[i.name for i in inputs]}; "
+                             f"zoo models take exactly one ({INPUT_NAME!r}): export it with `zoo export`")
+        inp = inputs[0]
+        elem = inp.type.tensor_type.elem_type
+        by_onnx_enum = {2: "uint8", 1: "float32"}  # onnx.TensorProto.UINT8, FLOAT
+        if elem not in by_onnx_enum:
+            raise UsageError(f"{source}: input {inp.name!r} has element type {elem}; zoo models take uint8 or float32")
+        shape = _dims(inp, source)
+        outputs = tuple(o.name for o in graph.output)
+        if sorted(outputs) not in (sorted(CLASSIFIER_OUTPUTS), sorted(REGRESSION_OUTPUTS)):
+            raise UsageError(f"{source}: outputs {list(outputs)} are not zoo's {list(CLASSIFIER_OUTPUTS)} "
+                             f"or {list(REGRESSION_OUTPUTS)}")
+        widths = tuple(int(_prod(_dims(o, source))) for o in graph.output)
+        meta = read_metadata({p.key: p.value for p in proto.metadata_props}, source)
+        names = meta.get(META_CLASS_NAMES) or []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UsageError(f"{source}: metadata {META_CLASS_NAMES} is not a list of strings; re-export the run")
+        return cls(name=(meta.get(META_SPEC) or {}).get("name", Path(str(source)).parent.name or "model"),
+                   input_shape=shape, input_dtype=by_onnx_enum[elem], outputs=outputs, output_widths=widths,
+                   class_names=tuple(names), metadata=meta)
+
+
+def _prod(xs):
+    n = 1
+    for x in xs:
+        n *= x
+    return n
+
+
+def _dims(value, source) -> tuple[int, ...]:
+    """The non-batch dims of a graph value; every one must be a fixed positive size."""
+    dims = value.type.tensor_type.shape.dim
+    if len(dims) < 2:
+        raise UsageError(f"{source}: {value.name!r} has rank {len(dims)}; zoo models have a batch axis and an example shape")
+    out = []
+    for i, d in enumerate(dims[1:], start=1):
+        if not d.HasField("dim_value") or d.dim_value <= 0:
+            raise UsageError(f"{source}: {value.name!r} has a symbolic or unknown size on axis {i} "
+                             f"({d.dim_param or '?'}); only the batch axis may vary")
+        out.append(int(d.dim_value))
+    return tuple(out)
+
+
+def read_metadata(props: dict[str, str], source="<model>") -> dict:
+    """zoo's metadata keys, JSON-decoded; a clear error for one that is not JSON."""
+    meta = {}
+    for key in META:
+        if key in props:
+            try:
+                meta[key] = json.loads(props[key])
+            except ValueError:
+                raise UsageError(f"{source}: metadata {key} is not valid JSON; the file was edited or "
+                                 f"corrupted: re-export it with `zoo export`") from None
+    return meta
