@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -86,15 +85,24 @@ def test_tampered_weights_fail_verification(fashion_run, tmp_path, datasets):
     array = numpy_helper.to_array(weights).copy()
     array[:, 3] += 0.05
     weights.CopyFrom(numpy_helper.from_array(array, weights.name))
+    # A copy beside the run's own file keeps the metadata saying which model.keras it came
+    # from, so the chain holds and the numbers must catch it.
+    onnx.save(proto, str(run / "tampered.onnx"))
+    done = subprocess.run([sys.executable, "-m", "zoo", "verify", str(run / "tampered.onnx"), "--data-dir",
+                           str(datasets)], capture_output=True, text=True)
+    assert done.returncode == 6, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"Error: {run}/tampered.onnx does not match the Keras model")
+    report = json.loads((run / "verify.json").read_text())
+    assert report["status"] == "failed" and report["outputs"]["logits"]["violations"] > 0
+    assert (run / "tampered.onnx").exists()  # kept for inspection
+
+    # The run's own model.onnx edited in place breaks its provenance record: named, exit 8.
     onnx.save(proto, str(run / "model.onnx"))
     done = subprocess.run([sys.executable, "-m", "zoo", "verify", str(run), "--data-dir", str(datasets)],
                           capture_output=True, text=True)
-    assert done.returncode == 6, done.stderr
-    assert "Traceback" not in done.stderr
-    assert done.stderr.startswith(f"Error: {run}/model.onnx does not match the Keras model")
-    report = json.loads((run / "verify.json").read_text())
-    assert report["status"] == "failed" and report["outputs"]["logits"]["violations"] > 0
-    assert (run / "model.onnx").exists()  # kept for inspection
+    assert done.returncode == 8, done.stderr
+    assert done.stderr.startswith(f"Error: {run}/model.onnx: changed since `zoo export` wrote it")
 
 
 def _trouser_png(tmp_path):
@@ -110,17 +118,16 @@ def _trouser_png(tmp_path):
     return path, images[index]
 
 
-def test_predict_names_the_right_class_and_starts_fast(fashion_run, tmp_path):
+def test_predict_names_the_right_class_and_loads_no_tensorflow(fashion_run, tmp_path):
     png, pixels = _trouser_png(tmp_path)
     cmd = [sys.executable, "-m", "zoo", "predict", str(fashion_run / "model.onnx"), str(png)]
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        times.append(time.perf_counter() - start)
+    # Start-up speed is a benchmark's business; what a test can pin down is why predict is
+    # fast: it runs on onnxruntime alone, never importing TensorFlow, Keras or onnx.
+    done = subprocess.run([sys.executable, "-X", "importtime", *cmd[1:]], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("[0] Trouser ")
-    assert statistics.median(times) < 1.0, times
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in done.stderr.splitlines() if "|" in line}
+    assert "onnxruntime" in imported and not imported & {"tensorflow", "keras", "onnx"}, sorted(imported)
     np.save(tmp_path / "x.npy", np.stack([pixels, pixels]))
     done = subprocess.run([*cmd[:-1], str(tmp_path / "x.npy"), "--json", "-k", "2"], capture_output=True, text=True)
     results = json.loads(done.stdout)
@@ -130,15 +137,14 @@ def test_predict_names_the_right_class_and_starts_fast(fashion_run, tmp_path):
 @pytest.mark.parametrize("make,message", [
     (lambda p: np.save(p / "bad.npy", np.zeros((3, 27, 28), np.uint8)), "does not fit the model's input"),
     (lambda p: np.save(p / "bad.npy", np.full((1, 28, 28), 300.0)), "takes uint8 pixel values 0..255"),
-    (lambda p: np.save(p / "bad.npy", np.array([{"a": 1}], dtype=object)), "cannot read"),
-    (lambda p: (p / "bad.txt").write_text("1,2"), "unknown input type"),
+    (lambda p: np.save(p / "bad.npy", np.array([{"a": 1}], dtype=object)), "holds Python objects"),
 ])
 def test_predict_bad_inputs_are_one_line(fashion_run, tmp_path, make, message):
     make(tmp_path)
     bad = next(tmp_path.glob("bad.*"))
     done = subprocess.run([sys.executable, "-m", "zoo", "predict", str(fashion_run / "model.onnx"), str(bad)],
                           capture_output=True, text=True)
-    assert done.returncode == 2
+    assert done.returncode == 3  # the file's content: a data error
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
 

@@ -83,15 +83,23 @@ def json_values(max_leaves=25):
                         | st.dictionaries(st.text(max_size=12), inner, max_size=6), max_leaves=max_leaves)
 
 
+# Every strategy draws fresh objects: hypothesis replays and shrinks examples, so a
+# mutable value shared between examples (a dict from sampled_from, say) that one example
+# mutates changes the next one (FlakyStrategyDefinition) and can grow without bound.
+def fresh(values):
+    return st.sampled_from(values).map(copy.deepcopy)
+
+
 @st.composite
 def huge_array(draw):
-    item = draw(st.sampled_from([1, 0.5, "a", None, 64, {"units": 1}, [8, 8]]))
-    return [item] * draw(st.sampled_from([1000, 10_000, 70_000]))
+    item = draw(fresh([1, 0.5, "a", None, 64, {"units": 1}, [8, 8]]))
+    n = draw(st.sampled_from([1000, 10_000, 70_000]))
+    return [copy.deepcopy(item) for _ in range(n)] if isinstance(item, (dict, list)) else [item] * n
 
 
 @st.composite
 def deeply_nested(draw):
-    value = draw(st.sampled_from([1, "x", None, {}, []]))
+    value = draw(fresh([1, "x", None, {}, []]))
     for _ in range(draw(st.integers(50, 950))):
         value = [value] if draw(st.booleans()) else {"a": value}
     return value
@@ -101,16 +109,18 @@ def replacement_values():
     return json_leaves() | json_values(10) | huge_array() | deeply_nested()
 
 
-def paths(value, prefix=()):
-    """Every (path to a container, key or index in it) in a JSON value."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            yield prefix, k
-            yield from paths(v, prefix + (k,))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield prefix, i
-            yield from paths(v, prefix + (i,))
+MAX_SITES = 64  # a container's first items that mutations may target: bounds work and memory
+
+
+def paths(value, prefix=(), depth=0):
+    """(path to a container, key or index in it) in a JSON value: the first MAX_SITES
+    items of each container, 12 levels deep (a 70,000-item array is one site, not 70,000)."""
+    if depth > 12:
+        return
+    items = list(value.items()) if isinstance(value, dict) else list(enumerate(value)) if isinstance(value, list) else []
+    for k, v in items[:MAX_SITES]:
+        yield prefix, k
+        yield from paths(v, prefix + (k,), depth + 1)
 
 
 def at(value, path):

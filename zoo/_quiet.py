@@ -28,13 +28,34 @@ def silenced_fd2():
         os.close(devnull)
 
 
+# What to install for each Keras backend zoo can train on; tensorflow is a dependency.
+BACKEND_INSTALL = {"tensorflow": "pip install tensorflow", "jax": "pip install jax (with CUDA: pip install 'jax[cuda12]')",
+                   "torch": "pip install torch"}
+
+
 def import_keras(backend=None):
-    """Import keras with `backend` (else $KERAS_BACKEND, else tensorflow), quietly."""
+    """Import keras with `backend` (else $KERAS_BACKEND, else tensorflow), quietly.
+
+    Raises UsageError (exit 2) naming the install command for a backend that is not
+    installed or not one Keras has, and for a second backend in one process.
+    """
+    import importlib.util
+
+    from .errors import UsageError
+
     if backend:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != backend:
-            raise RuntimeError("keras was already imported with another backend")
+            raise UsageError(f"keras was already loaded with the {os.environ.get('KERAS_BACKEND')} backend in this "
+                             f"process; a process has one backend: start a new one for --backend {backend}")
         os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    chosen = os.environ["KERAS_BACKEND"]
+    if chosen not in BACKEND_INSTALL:
+        raise UsageError(f"KERAS_BACKEND={chosen!r} is not a backend zoo trains on; use one of "
+                         f"{', '.join(BACKEND_INSTALL)}")
+    if importlib.util.find_spec(chosen) is None:
+        raise UsageError(f"the {chosen} backend is not installed: {BACKEND_INSTALL[chosen]}, or choose another "
+                         f"with --backend")
     if not os.environ.get("ZOO_DEBUG"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")

@@ -90,3 +90,20 @@ def summarize(model: keras.Model) -> list[dict]:
             "params": int(layer.count_params()),
         })
     return rows
+
+
+def build_run(spec: Spec, run) -> keras.Model:
+    """Write a run folder for a spec: the resolved spec.json and the untrained model.keras.
+
+    Rebuilding replaces the run: the earlier training's artefacts, and all made from
+    them, are removed. Call with the run locked (runs.locked).
+    """
+    from . import runs
+    from .spec import dumps
+
+    model = build_model(spec)
+    runs.start_over(run)
+    runs.save_text(run, "spec.json", dumps(spec), "build")
+    with runs.artefact(run, "model.keras", "build", inputs=["spec.json"]) as tmp:
+        model.save(tmp)
+    return model

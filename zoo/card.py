@@ -68,4 +68,4 @@ const results = await session.run({{ {INPUT_NAME}: x }});
 console.log(results.{outs[-1]}.data);
 ```
 """
-    runs.write_text(run / "card.md", text)
+    runs.save_text(run, "card.md", text, "export", inputs=["model.onnx", "metrics.json"])

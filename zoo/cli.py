@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from . import __version__, runs
+from ._entry import interrupted_exit, say, stdout_error_exit
 from .errors import EXIT_CODES, UsageError, ZooError
 from .spec import load_spec
 
@@ -24,7 +25,7 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 def _fail(message, code):
     for line in str(message).splitlines() or [""]:  # a spec's problems: one line each
-        click.echo(f"Error: {line}", err=True)
+        say(line)
     sys.exit(code)
 
 
@@ -37,10 +38,14 @@ def handled(fn):
             return fn(*args, **kwargs)
         except ZooError as e:
             _fail(str(e), e.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted; completed checkpoints are kept (zoo train --resume continues)", 130)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
+            sys.exit(interrupted_exit(e))
         except MemoryError:
             _fail("out of memory; lower --batch-size or use data.limit", 1)
+        except OSError as e:
+            if e.filename is None:  # not a file of zoo's (those are wrapped where they are written): stdout
+                sys.exit(stdout_error_exit(e))
+            _fail(str(runs.io_error(e.filename, e, "read or write")), 9 if e.errno in runs.ENVIRONMENT_ERRNOS else 2)
         except Exception as e:  # a bug in zoo: say so in one line, traceback on request
             if os.environ.get("ZOO_DEBUG"):
                 raise
@@ -178,13 +183,10 @@ def build(spec_file, out, show):
         click.echo(dumps(spec), nl=False)
     run = runs.run_dir(spec.name, out)
     _keras()
-    from .build import build_model, summarize
+    from .build import build_run, summarize
 
-    model = build_model(spec)
     with runs.locked(run):
-        runs.write_text(run / "spec.json", dumps(spec))
-        with runs.atomic_path(run / "model.keras") as tmp:
-            model.save(tmp)
+        model = build_run(spec, run)
         runs.set_latest(run)
     rows = summarize(model)
     click.echo(f"{spec.name} ({spec.model.kind})")

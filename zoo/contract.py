@@ -86,43 +86,34 @@ class Contract:
     @classmethod
     def from_onnx(cls, path) -> "Contract":
         """Read and check the contract of an ONNX file; UsageError naming the file if it breaks it."""
-        import onnx
+        from .verify import session
 
-        path = Path(path)
-        if not path.is_file():
-            raise UsageError(f"{path}: no such ONNX file; run `zoo export` first")
-        try:
-            proto = onnx.load(str(path), load_external_data=False)
-        except Exception as e:
-            raise UsageError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:150] if str(e) else type(e).__name__})") from None
-        return cls.from_proto(proto, path)
+        return cls.from_session(session(Path(path)), path)
 
     @classmethod
-    def from_proto(cls, proto, source="<model>") -> "Contract":
-        graph = proto.graph
-        initializers = {t.name for t in graph.initializer}
-        inputs = [i for i in graph.input if i.name not in initializers]
+    def from_session(cls, sess, source="<model>") -> "Contract":
+        """The contract of a loaded onnxruntime session (onnxruntime only: no onnx, no TensorFlow)."""
+        inputs = sess.get_inputs()
         if len(inputs) != 1:
             raise UsageError(f"{source}: the graph has {len(inputs)} inputs {[i.name for i in inputs]}; "
                              f"zoo models take exactly one ({INPUT_NAME!r}): export it with `zoo export`")
         inp = inputs[0]
-        elem = inp.type.tensor_type.elem_type
-        by_onnx_enum = {2: "uint8", 1: "float32"}  # onnx.TensorProto.UINT8, FLOAT
-        if elem not in by_onnx_enum:
-            raise UsageError(f"{source}: input {inp.name!r} has element type {elem}; zoo models take uint8 or float32")
-        shape = _dims(inp, source)
-        outputs = tuple(o.name for o in graph.output)
+        by_type = {v["onnx"]: k for k, v in DTYPES.items()}
+        if inp.type not in by_type:
+            raise UsageError(f"{source}: input {inp.name!r} is {inp.type}; zoo models take uint8 or float32")
+        outputs = tuple(o.name for o in sess.get_outputs())
         if sorted(outputs) not in (sorted(CLASSIFIER_OUTPUTS), sorted(REGRESSION_OUTPUTS)):
             raise UsageError(f"{source}: outputs {list(outputs)} are not zoo's {list(CLASSIFIER_OUTPUTS)} "
                              f"or {list(REGRESSION_OUTPUTS)}")
-        widths = tuple(int(_prod(_dims(o, source))) for o in graph.output)
-        meta = read_metadata({p.key: p.value for p in proto.metadata_props}, source)
+        widths = tuple(_prod(_dims(o.name, o.shape, source)) for o in sess.get_outputs())
+        meta = read_metadata(sess.get_modelmeta().custom_metadata_map, source)
         names = meta.get(META_CLASS_NAMES) or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise UsageError(f"{source}: metadata {META_CLASS_NAMES} is not a list of strings; re-export the run")
-        return cls(name=(meta.get(META_SPEC) or {}).get("name", Path(str(source)).parent.name or "model"),
-                   input_shape=shape, input_dtype=by_onnx_enum[elem], outputs=outputs, output_widths=widths,
-                   class_names=tuple(names), metadata=meta)
+        spec = meta.get(META_SPEC) if isinstance(meta.get(META_SPEC), dict) else {}
+        return cls(name=str(spec.get("name") or Path(str(source)).parent.name or "model"),
+                   input_shape=_dims(inp.name, inp.shape, source), input_dtype=by_type[inp.type], outputs=outputs,
+                   output_widths=widths, class_names=tuple(names), metadata=meta)
 
 
 def _prod(xs):
@@ -132,22 +123,21 @@ def _prod(xs):
     return n
 
 
-def _dims(value, source) -> tuple[int, ...]:
+def _dims(name, shape, source) -> tuple[int, ...]:
     """The non-batch dims of a graph value; every one must be a fixed positive size."""
-    dims = value.type.tensor_type.shape.dim
-    if len(dims) < 2:
-        raise UsageError(f"{source}: {value.name!r} has rank {len(dims)}; zoo models have a batch axis and an example shape")
-    out = []
-    for i, d in enumerate(dims[1:], start=1):
-        if not d.HasField("dim_value") or d.dim_value <= 0:
-            raise UsageError(f"{source}: {value.name!r} has a symbolic or unknown size on axis {i} "
-                             f"({d.dim_param or '?'}); only the batch axis may vary")
-        out.append(int(d.dim_value))
-    return tuple(out)
+    if shape is None or len(shape) < 2:
+        raise UsageError(f"{source}: {name!r} has shape {shape}; zoo models have a batch axis and an example shape")
+    for i, d in enumerate(shape[1:], start=1):
+        if not isinstance(d, int) or d <= 0:
+            raise UsageError(f"{source}: {name!r} has a symbolic or unknown size on axis {i} ({d}); "
+                             f"only the batch axis may vary")
+    return tuple(shape[1:])
 
 
 def read_metadata(props: dict[str, str], source="<model>") -> dict:
-    """zoo's metadata keys, JSON-decoded; a clear error for one that is not JSON."""
+    """zoo's metadata keys, JSON-decoded; a clear error for one that is not JSON.
+
+    An ONNX file from elsewhere may have none of them: it is still served and predicted."""
     meta = {}
     for key in META:
         if key in props:

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError
+from .runs import io_error
 from .spec import Spec
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -38,6 +39,16 @@ class Dataset:
     y_test: np.ndarray
     class_names: list[str] | None
     source: str  # what was read, for metrics.json and the model card
+
+    def digest(self) -> str:
+        """sha256 of the arrays as the model sees them: the data's identity in provenance.json."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(np.ascontiguousarray(a).data)
+        return h.hexdigest()
 
 
 def data_dir(explicit=None) -> Path:
@@ -75,6 +86,8 @@ def read_idx(path: Path, expected_magic: int) -> np.ndarray:
             raw = f.read(count + 1)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except PermissionError as e:
+        raise io_error(path, e, "read") from None
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: corrupt or truncated gzip ({e}); delete it and download it again") from None
     if len(raw) != count:
@@ -95,6 +108,8 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: f[k] for k in keys}
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except PermissionError as e:
+        raise io_error(path, e, "read") from None
     except DataError:
         raise
     except ValueError as e:
@@ -112,6 +127,8 @@ def read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
             rows = list(csv.reader(f))
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except PermissionError as e:
+        raise io_error(path, e, "read") from None
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: cannot read as CSV ({e})") from None
     if len(rows) < 2:
@@ -245,7 +262,18 @@ def _check_x(x, name, spec: Spec, source):
                                 f"the spec's model.input_dtype is uint8 (set it to float32 for real-valued inputs)")
             x = x.astype(np.uint8)
         return x
-    return x.astype(np.float32, copy=False)
+    return _as_float32(x, name, source)
+
+
+def _as_float32(a, name, source):
+    """a as float32, refusing values beyond its range (finite in float64, inf after the cast)."""
+    with np.errstate(over="ignore"):
+        b = a.astype(np.float32, copy=False)
+    if b.dtype.kind == "f" and not np.isfinite(b).all():
+        bad = a[~np.isfinite(b)].flat[0]
+        raise DataError(f"{source}: {name} holds {bad:g}, beyond float32's range (±3.4e38) that training computes "
+                        f"in; rescale the data (data.preprocessing) or clean it")
+    return b
 
 
 def _check_y(y, name, n, spec: Spec, source):
@@ -261,7 +289,7 @@ def _check_y(y, name, n, spec: Spec, source):
         outputs = spec.num_outputs
         if y.size != n * outputs:
             raise DataError(f"{source}: {name} has shape {list(y.shape)}; expected {outputs} target(s) per example")
-        return y.reshape(n, outputs).astype(np.float32)
+        return _as_float32(y.reshape(n, outputs), name, source)
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
     if y.ndim != 1:
         raise DataError(f"{source}: {name} has shape {list(y.shape)}; expected one integer class label per example")

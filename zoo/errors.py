@@ -60,6 +60,24 @@ class RunLockedError(ZooError):
     exit_code = 7
 
 
+class ProvenanceError(ZooError):
+    """A run's artefact is not the one its record says: edited by hand, stale, or unrecorded."""
+
+    exit_code = 8
+
+
+class EnvironmentProblem(ZooError):
+    """The machine, not the input: permission denied, a full disk, a read-only file system."""
+
+    exit_code = 9
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (SIGINT): finally-blocks run, checkpoints are kept."""
+
+    exit_code = 143
+
+
 EXIT_CODES = {
     0: "success",
     1: "unexpected internal error (a bug in zoo: please report it)",
@@ -69,5 +87,9 @@ EXIT_CODES = {
     5: "export error (ExportError)",
     6: "verification failed (VerificationError)",
     7: "run folder locked by another zoo process (RunLockedError)",
+    8: "an artefact does not match its provenance record: edited by hand or stale (ProvenanceError)",
+    9: "the environment failed: permission denied, disk full, read-only file system, stdout full (EnvironmentProblem)",
     130: "interrupted (Ctrl-C); the last completed checkpoint is kept",
+    141: "stdout was closed before zoo finished writing (a pipe's reader exited)",
+    143: "terminated (SIGTERM); the last completed checkpoint is kept",
 }

@@ -82,7 +82,7 @@ def _name_batch_axis(proto):
         dim.dim_param = BATCH_DIM
 
 
-def metadata(spec: Spec, metrics: dict | None, class_names) -> dict[str, str]:
+def metadata(spec: Spec, metrics: dict | None, class_names, made_from=None) -> dict[str, str]:
     from .train import versions
 
     lo, hi = (0, 255) if spec.model.input_dtype == "uint8" else ("-inf", "inf")
@@ -95,11 +95,13 @@ def metadata(spec: Spec, metrics: dict | None, class_names) -> dict[str, str]:
         contract.META_OUTPUTS: json.dumps(output_names(spec)),
         contract.META_METRICS: json.dumps((metrics or {}).get("test", {})),
         contract.META_VERSIONS: json.dumps({**versions(), "zoo": __version__}),
+        contract.META_PROVENANCE: json.dumps(made_from or {}),
     }
 
 
-def write_onnx(proto, path: Path, meta: dict[str, str]) -> None:
-    """Attach metadata, check the model, and only then put it at `path`."""
+def write_onnx(proto, path: Path, meta: dict[str, str], run=None) -> None:
+    """Attach metadata, check the model, and only then put it at `path` (in `run`: recorded
+    as made from the run's spec, model.keras and metrics)."""
     import onnx
 
     del proto.metadata_props[:]
@@ -110,19 +112,36 @@ def write_onnx(proto, path: Path, meta: dict[str, str]) -> None:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
         raise ExportError(f"the converted model fails onnx.checker: {str(e)[:300]}") from None
-    with runs.atomic_path(path) as tmp:
+    if run is None:
+        with runs.atomic_path(path) as tmp:
+            onnx.save_model(proto, str(tmp))
+        return
+    with runs.artefact(run, Path(path).relative_to(run).as_posix(), "export",
+                       inputs=["spec.json", "model.keras", "metrics.json"]) as tmp:
         onnx.save_model(proto, str(tmp))
 
 
 def _trained(run: Path):
+    """The run's spec, after checking that model.keras is the model training produced
+    and metrics.json describes it (provenance.json); else one error that names the file."""
     if not run.is_dir():
         raise UsageError(f"{run}: no such run folder")
     history = run / "history.json"
     if not history.exists() or not runs.read_json(history):
         raise UsageError(f"{run}: this run was never trained; run `zoo train {run}` first")
-    if not (run / "model.keras").exists():
+    if not (run / "model.keras").exists() or not (run / "metrics.json").exists():
         raise UsageError(f"{run}: training did not finish; run `zoo train {run} --resume` first")
+    runs.check(run, "spec.json")
+    if runs.check(run, "model.keras")["stage"] != "train":
+        raise UsageError(f"{run}/model.keras: is the untrained model `zoo build` wrote; run `zoo train {run}` first")
+    runs.check_chain(run, "metrics.json")  # made from this very model.keras
     return load_spec(run / "spec.json")
+
+
+def provenance(run: Path) -> dict[str, str]:
+    """What model.onnx is made from: the digests the export recorded, for the ONNX metadata."""
+    entries = runs.manifest(run)
+    return {name: entries[name]["sha256"] for name in ("spec.json", "model.keras", "metrics.json") if name in entries}
 
 
 def export_run(run: Path, *, opset=None, atol=None, rtol=None, data_dir=None, verify=True, log=print) -> dict:
@@ -140,9 +159,9 @@ def export_run(run: Path, *, opset=None, atol=None, rtol=None, data_dir=None, ve
 
     opset = opset or spec.export.opset
     model = load_checkpoint(run / "model.keras")
-    metrics = runs.read_json(run / "metrics.json") if (run / "metrics.json").exists() else None
+    metrics = runs.read_json(run / "metrics.json")
     proto = to_onnx(model, spec, opset)
-    write_onnx(proto, run / "model.onnx", metadata(spec, metrics, spec.model.class_names))
+    write_onnx(proto, run / "model.onnx", metadata(spec, metrics, spec.model.class_names, provenance(run)), run)
     size = (run / "model.onnx").stat().st_size
     log(f"wrote {run}/model.onnx ({size / 1024:.0f} KiB, opset {opset}, inputs {INPUT_NAME}"
         f"[{BATCH_DIM}, {', '.join(map(str, spec.model.input_shape))}] {spec.model.input_dtype}, "

@@ -6,67 +6,156 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from . import runs
+from .errors import DataError, UsageError, ZooError
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def read_input(path: Path, shape: list[int], dtype: str) -> np.ndarray:
-    """A batch (n, *shape) of `dtype` from a .npy, an image or a .csv."""
+    """A batch (n, *shape) of `dtype` from a .npy, an image, a .csv or a TensorProto .pb.
+
+    Every value reaches the model exactly or the file is refused: DataError (exit 3)
+    for content (not what the extension says, no examples, values that do not survive
+    the cast to the model's dtype), UsageError (exit 2) for a missing file or an
+    unknown extension.
+    """
     suffix = path.suffix.lower()
     if not path.is_file():
         raise UsageError(f"{path}: no such input file")
+    readers = {".npy": _read_npy, ".csv": _read_csv, ".pb": _read_tensor_proto,
+               **{s: lambda p, shape=shape: _read_image(p, shape) for s in IMAGE_SUFFIXES}}
+    if suffix not in readers:
+        raise UsageError(f"{path}: unknown input type {suffix!r}; give a .npy, .png/.jpg, .csv or .pb (TensorProto)")
     try:
-        if suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
-        elif suffix in (".png", ".jpg", ".jpeg", ".bmp", ".gif"):
-            x = _read_image(path, shape)
-        elif suffix == ".csv":
-            x = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-        else:
-            raise UsageError(f"{path}: unknown input type {suffix!r}; give a .npy, .png/.jpg or .csv")
-    except UsageError:
+        x = readers[suffix](path)
+    except PermissionError as e:
+        raise runs.io_error(path, e, "read") from None
+    except ZooError:
         raise
-    except ValueError as e:
-        raise UsageError(f"{path}: cannot read ({str(e)[:150]})") from None
     except Exception as e:
-        raise UsageError(f"{path}: cannot read ({type(e).__name__}: {str(e)[:150]})") from None
+        first = (str(e).splitlines() or [""])[0]
+        raise DataError(f"{path}: cannot read as {suffix} ({type(e).__name__}: {first[:150]})") from None
     if x.dtype.kind not in "biuf":
-        raise UsageError(f"{path}: holds {x.dtype} values; expected numbers")
+        raise DataError(f"{path}: holds {x.dtype} values; expected numbers")
+    if x.size == 0:
+        raise DataError(f"{path}: holds no examples (shape {list(x.shape)}); give at least one")
     size = int(np.prod(shape))
     if list(x.shape) == shape:
         x = x[None]
-    elif x.ndim >= 1 and int(np.prod(x.shape[1:])) == size and x.ndim in (2, len(shape) + 1):
-        pass
-    else:
-        raise UsageError(f"{path}: shape {list(x.shape)} does not fit the model's input: one example of shape "
-                         f"{shape} or a batch (n, {', '.join(map(str, shape))})")
-    x = x.reshape((len(x), *shape))
+    elif not (x.ndim >= 1 and int(np.prod(x.shape[1:])) == size and x.ndim in (2, len(shape) + 1)):
+        raise DataError(f"{path}: shape {list(x.shape)} does not fit the model's input: one example of shape "
+                        f"{shape} or a batch (n, {', '.join(map(str, shape))})")
+    return exact_cast(x.reshape((len(x), *shape)), dtype, path)
+
+
+def exact_cast(x: np.ndarray, dtype: str, source) -> np.ndarray:
+    """x as `dtype`, refusing any value the cast would change (DataError naming `source`)."""
     if dtype == "uint8":
-        if x.dtype != np.uint8 and (x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.round(x))):
-            raise UsageError(f"{path}: the model takes uint8 pixel values 0..255; found {x.dtype} values "
-                             f"from {x.min():g} to {x.max():g}")
+        if x.dtype == np.uint8:
+            return x
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise DataError(f"{source}: holds NaN or inf values; the model takes uint8 pixel values 0..255")
+        if x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.round(x)):
+            raise DataError(f"{source}: the model takes uint8 pixel values 0..255; found {x.dtype} values "
+                            f"from {x.min():g} to {x.max():g}" + ("" if np.array_equal(x, np.round(x)) else
+                                                                   " with fractions"))
         return x.astype(np.uint8)
-    if not np.isfinite(x).all():
-        raise UsageError(f"{path}: holds NaN or inf values")
-    return x.astype(np.float32)
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{source}: holds NaN or inf values")
+    with np.errstate(over="ignore"):
+        y = x.astype(np.float32)
+    if not np.isfinite(y).all():  # finite as float64, beyond float32's ±3.4e38
+        bad = x[~np.isfinite(y)].flat[0]
+        raise DataError(f"{source}: holds {bad:g}, beyond float32's range (±3.4e38) the model computes in")
+    return y
+
+
+def _read_npy(path):
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        raise DataError(f"{path}: is not a .npy file (it starts with {head!r}); save arrays with numpy.save")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise DataError(f"{path}: holds Python objects (a pickled object array), which zoo never loads; "
+                            f"save a numeric array") from None
+        raise
+
+
+def _read_csv(path):
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: is not a text CSV file (not UTF-8)") from None
+    rows = [line for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise DataError(f"{path}: holds no examples (the file is empty); give one example a line")
+    try:
+        return np.array([[float(v) for v in row.split(",")] for row in rows], dtype=np.float64)
+    except ValueError as e:
+        raise DataError(f"{path}: every cell must be a number, one example a line ({e})") from None
+
+
+def _read_tensor_proto(path):
+    from onnx import TensorProto, numpy_helper
+
+    t = TensorProto()
+    try:
+        t.ParseFromString(path.read_bytes())
+        return numpy_helper.to_array(t)
+    except Exception:
+        raise DataError(f"{path}: is not a TensorProto (.pb as in test_data_set_0/)") from None
 
 
 def _read_image(path, shape):
-    from PIL import Image
+    """Greyscale uint8 pixels, exactly, from an image in any mode.
+
+    Each mode has one documented reading: 16-bit greyscale is scaled by 255/65535 and
+    rounded; palette images are expanded to their colours; colour is converted to
+    luminance (ITU-R 601, as Pillow's "L"); transparency is composited over black, the
+    background of MNIST and Fashion-MNIST (fully transparent pixels read 0).
+    """
+    from PIL import Image, UnidentifiedImageError
 
     if len(shape) != 2:
-        raise UsageError(f"{path}: an image fits only a model with 2-D inputs; this one takes {shape}")
-    img = Image.open(path).convert("L")
-    if list(img.size[::-1]) != shape:
-        img = img.resize((shape[1], shape[0]), Image.BILINEAR)
-    return np.asarray(img)
+        raise DataError(f"{path}: an image fits only a model with 2-D inputs; this one takes {shape}")
+    try:
+        img = Image.open(path)
+        img.load()
+    except UnidentifiedImageError:
+        raise DataError(f"{path}: is not an image Pillow can read, whatever its extension says") from None
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+        a = np.asarray(img).astype(np.float64)
+        if a.min() < 0 or a.max() > 65535:
+            raise DataError(f"{path}: {img.mode} pixel values from {a.min():g} to {a.max():g} are outside 16 bits")
+        grey = a * (255.0 / 65535.0)
+        alpha = None
+    elif img.mode == "F":
+        raise DataError(f"{path}: holds floating-point pixels (mode F); save it as 8- or 16-bit, or as .npy")
+    else:
+        has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+        rgba = np.asarray(img.convert("RGBA" if has_alpha else "RGB")).astype(np.float64)
+        grey = rgba[..., 0] * 0.299 + rgba[..., 1] * 0.587 + rgba[..., 2] * 0.114
+        alpha = rgba[..., 3] / 255.0 if has_alpha else None
+    if alpha is not None:
+        grey = grey * alpha  # over black
+    x = np.clip(np.round(grey), 0, 255).astype(np.uint8)
+    if list(x.shape) != shape:
+        x = np.asarray(Image.fromarray(x).resize((shape[1], shape[0]), Image.BILINEAR))
+    return x
 
 
 def predict_file(model_path, input_path, top_k=3) -> list[dict]:
     from .contract import LABELED_OUTPUT, Contract
     from .verify import session
 
-    c = Contract.from_onnx(Path(model_path))  # checks inputs, outputs and metadata first
     sess = session(Path(model_path))
+    c = Contract.from_session(sess, model_path)  # checks inputs, outputs and metadata first
     x = read_input(Path(input_path), list(c.input_shape), c.input_dtype)
     out = dict(zip(c.outputs, sess.run(list(c.outputs), {sess.get_inputs()[0].name: x})))
     if not c.is_classifier:

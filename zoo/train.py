@@ -32,7 +32,6 @@ from .spec import Spec
 
 MIN_STEPS_PER_EXECUTION = 16  # steps per compiled call: amortizes Python overhead, keeps the progress bar live
 KEEP_CHECKPOINTS = 2
-STALE_ON_RETRAIN = ("model.keras", "metrics.json", "model.onnx", "verify.json", "card.md", "curves.png", "predictions.png")
 
 
 def configure(device=None, seed=0):
@@ -181,7 +180,7 @@ def _eval_batches(x, y, batch_size):
     return (x, y)
 
 
-def _callbacks(spec, run, history, state, quiet, tty):
+def _callbacks(spec, run, history, state, quiet, tty, made_from):
     import keras
 
     class Epochs(keras.callbacks.Callback):
@@ -203,13 +202,13 @@ def _callbacks(spec, run, history, state, quiet, tty):
                 self.model.stop_training = True
                 return
             record = {"epoch": epoch + 1, **logs, "seconds": round(time.perf_counter() - self.started, 4)}
-            ckpt = run / "checkpoints" / f"epoch-{epoch + 1:04d}.keras"
-            with runs.atomic_path(ckpt) as tmp:
+            ckpt = f"checkpoints/epoch-{epoch + 1:04d}.keras"
+            with runs.artefact(run, ckpt, "train", extra=made_from) as tmp:
                 self.model.save(tmp)
             history.append(record)
-            runs.write_json(run / "history.json", history)  # commits the epoch
+            runs.save_json(run, "history.json", history, "train", extra=made_from)  # commits the epoch
             for old in sorted((run / "checkpoints").glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
-                old.unlink(missing_ok=True)
+                runs.invalidate(run, f"checkpoints/{old.name}")
             state["epoch"] = epoch + 1
             if not quiet and not tty:
                 print(format_epoch(record, spec.train.epochs), flush=True)
@@ -270,24 +269,26 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
     history = []
     first_epoch = 0
     if resume and (run / "history.json").exists():
+        runs.check(run, "history.json")  # edited by hand? say so rather than resume from it
         history = runs.read_json(run / "history.json")
         first_epoch = len(history)
     if first_epoch:
         if first_epoch >= spec.train.epochs:
             log(f"{run}: already trained for {first_epoch} epochs (requested {spec.train.epochs}); nothing to resume")
+        runs.check(run, f"checkpoints/epoch-{first_epoch:04d}.keras")
         model = load_checkpoint(run / "checkpoints" / f"epoch-{first_epoch:04d}.keras")
         compile_model(model, spec, steps, optimizer=model.optimizer)
         log(f"resuming {run.name} after epoch {first_epoch}")
-    runs.write_text(run / "spec.json", spec_mod.dumps(spec))  # first: the folder is a run from here on
+    # first: the folder is a run from here on
+    made_from = {"@spec": runs.save_text(run, "spec.json", spec_mod.dumps(spec), "train"), "@data": dataset.digest()}
     if not first_epoch:
         model = build.build_model(spec)
         build.adapt(model, x_train)
         compile_model(model, spec, steps)
         # A fresh start replaces the run: nothing of an earlier training may be taken
         # for this one's (export would otherwise find the old model beside a new history).
-        runs.write_json(run / "history.json", [])
-        for stale in [*(run / "checkpoints").glob("epoch-*.keras"), *(run / name for name in STALE_ON_RETRAIN)]:
-            stale.unlink(missing_ok=True)
+        runs.start_over(run)
+        runs.save_json(run, "history.json", [], "train", extra=made_from)
 
     if backend == "tensorflow":
         batches = _tf_batches(x_train, y_train, bs, seed, first_epoch, epochs) if first_epoch < epochs else None
@@ -303,7 +304,7 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
     started = time.perf_counter()
     if first_epoch < epochs:
         model.fit(batches, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-                  validation_data=val_data, shuffle=False, callbacks=_callbacks(spec, run, history, state, quiet, tty),
+                  validation_data=val_data, shuffle=False, callbacks=_callbacks(spec, run, history, state, quiet, tty, made_from),
                   verbose=1 if tty and not quiet else 0)
     wall = time.perf_counter() - started
     if state.get("nan"):
@@ -335,16 +336,18 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
         kernel, bias = (np.asarray(keras.ops.convert_to_numpy(w)) for w in model.get_layer("predictions").weights[:2])
         metrics["w"] = kernel.reshape(-1).tolist()
         metrics["b"] = bias.reshape(-1).tolist()
-    with runs.atomic_path(run / "model.keras") as tmp:
+    with runs.artefact(run, "model.keras", "train", extra=made_from) as tmp:  # removes all made from an older model
         model.save(tmp)
-    runs.write_json(run / "metrics.json", metrics)
+    runs.save_json(run, "metrics.json", metrics, "train", inputs=["model.keras"])
     from . import plots
 
-    plots.curves(history, spec, run / "curves.png")
+    with runs.artefact(run, "curves.png", "train", inputs=["history.json"]) as tmp:
+        plots.curves(history, spec, tmp)
     if spec.is_classifier and len(spec.model.input_shape) == 2:
         logits = keras.ops.convert_to_numpy(model(dataset.x_test[:18], training=False))
-        plots.predictions(dataset.x_test[:18], dataset.y_test[:18], np.argmax(logits, axis=-1),
-                          dataset.class_names, run / "predictions.png")
+        with runs.artefact(run, "predictions.png", "train", inputs=["model.keras"]) as tmp:
+            plots.predictions(dataset.x_test[:18], dataset.y_test[:18], np.argmax(logits, axis=-1),
+                              dataset.class_names, tmp)
     return metrics
 
 

@@ -118,26 +118,58 @@ def compare(sess, model, spec, batches, atol, rtol) -> dict:
     return report
 
 
-def write_test_data(run: Path, model, spec: Spec, x) -> None:
+def write_test_data(run: Path, model, spec: Spec, x, made_from) -> None:
     """test_data_set_0/input_0.pb and output_N.pb: TensorProtos any runtime can read."""
     from onnx import numpy_helper
 
-    folder = run / "test_data_set_0"
+    folder = "test_data_set_0"
+    runs.invalidate(run, prefix=folder + "/")
+    runs.remove(run / folder)  # files of an older zoo, unrecorded
     outputs = keras_outputs(model, spec, x)
     tensors = [("input_0.pb", x, INPUT_NAME)] + [
         (f"output_{i}.pb", outputs[n], n) for i, n in enumerate(output_names(spec.is_classifier))]
     for filename, array, name in tensors:
-        with runs.atomic_path(folder / filename) as tmp:
+        with runs.artefact(run, f"{folder}/{filename}", "verify", **made_from) as tmp:
             tmp.write_bytes(numpy_helper.from_array(np.ascontiguousarray(array), name).SerializeToString())
 
 
+def check_provenance(run: Path, onnx_path: Path) -> dict:
+    """The chain model.keras -> model.onnx is intact, and the ONNX file says it was made
+    from this model.keras and these metrics. Returns runs.artefact()'s inputs for what
+    verification writes. Raises ProvenanceError naming the file that breaks the chain."""
+    from .contract import META_METRICS, META_PROVENANCE, Contract
+    from .errors import ProvenanceError
+
+    meta = Contract.from_onnx(onnx_path).metadata
+    own = onnx_path.resolve() == (run / "model.onnx").resolve()
+    if own:
+        runs.check_chain(run, "model.onnx")
+    if runs.check(run, "model.keras")["stage"] != "train":
+        raise UsageError(f"{run}/model.keras: is the untrained model `zoo build` wrote; run `zoo train {run}` first")
+    made_from = (meta.get(META_PROVENANCE) or {}).get("model.keras")
+    current = runs.manifest(run)["model.keras"]["sha256"]
+    if made_from != current:
+        raise ProvenanceError(f"{onnx_path}: was exported from another model.keras (sha256 {str(made_from)[:12]}) "
+                              f"than the one in {run} ({current[:12]}); export it again with `zoo export {run}`")
+    if own and (run / "metrics.json").exists():
+        recorded = runs.read_json(run / "metrics.json").get("test", {})
+        if meta.get(META_METRICS) != recorded:
+            raise ProvenanceError(f"{onnx_path}: its metadata metrics {meta.get(META_METRICS)} are not "
+                                  f"metrics.json's {recorded}; export it again with `zoo export {run}`")
+    if own:
+        return {"inputs": ["model.onnx", "model.keras"]}
+    return {"inputs": ["model.keras"], "extra": {"@onnx": runs.digest(onnx_path)}}
+
+
 def verify_run(run: Path, *, model=None, spec=None, onnx_path=None, atol=None, rtol=None, data_dir=None, log=print) -> dict:
-    """Verify run/model.onnx against run/model.keras. Raises VerificationError on mismatch."""
+    """Verify run/model.onnx against run/model.keras. Raises VerificationError on mismatch,
+    ProvenanceError when the ONNX file was not made from this run's model.keras."""
     from . import data as data_mod
     from .train import load_checkpoint, versions
 
     run = Path(run)
     onnx_path = Path(onnx_path or run / "model.onnx")
+    made_from = check_provenance(run, onnx_path)
     sess = session(onnx_path)
     spec = spec or load_spec(run / "spec.json")
     model = model or load_checkpoint(run / "model.keras")
@@ -158,8 +190,8 @@ def verify_run(run: Path, *, model=None, spec=None, onnx_path=None, atol=None, r
         "providers": sess.get_providers(),
         "versions": versions(),
     }
-    runs.write_json(run / "verify.json", report)
-    write_test_data(run, model, spec, x_test[:TEST_DATA_EXAMPLES])
+    runs.save_json(run, "verify.json", report, "verify", **made_from)
+    write_test_data(run, model, spec, x_test[:TEST_DATA_EXAMPLES], made_from)
 
     log(f"verify {onnx_path} on {report['examples']:,} test examples + {len(edges)} edge batches "
         f"({report['providers'][0]}; atol {atol:g}, rtol {rtol:g})")

@@ -1,0 +1,110 @@
+"""The `zoo` process's first lines: signals, warnings and stdout, before anything heavy loads.
+
+Ctrl-C (SIGINT) and SIGTERM become exceptions from the first instruction on, so either
+one, at any moment (the imports of click, Keras and TensorFlow included), ends in one
+line and a documented exit code: 130 for SIGINT, 143 for SIGTERM. Inside a command the
+exception unwinds through the run's `finally` blocks (temporary files removed, the lock
+released), so `zoo train --resume` continues from the last completed epoch.
+
+Warnings from numpy, Keras or Pillow never reach the terminal unless ZOO_DEBUG=1.
+A closed stdout (`zoo list | head -1`) exits 141; a full one (`> /dev/full`) exits 9.
+Only the standard library is imported here.
+"""
+
+import errno
+import os
+import signal
+import sys
+
+from .errors import Interrupted
+
+
+def _terminate(signum, frame):
+    raise Interrupted()
+
+
+def install_signals() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, also where a parent set SIG_IGN
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def quiet_warnings() -> None:
+    if os.environ.get("ZOO_DEBUG"):
+        return
+    import warnings
+
+    warnings.simplefilter("ignore")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")  # child processes (an export under TensorFlow) too
+
+
+def say(message: str) -> None:
+    """One line on stderr, even while stdout is broken; never raises."""
+    line = f"Error: {message}\n"
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        try:
+            os.write(2, line.encode(errors="replace"))
+        except OSError:
+            pass
+
+
+def interrupted_exit(e: KeyboardInterrupt) -> int:
+    if isinstance(e, Interrupted):
+        say("terminated (SIGTERM); completed checkpoints are kept (zoo train --resume continues)")
+        return Interrupted.exit_code
+    say("interrupted; completed checkpoints are kept (zoo train --resume continues)")
+    return 130
+
+
+def stdout_error_exit(e: OSError) -> int:
+    """A write to stdout failed: the reader went away (141) or the device is full (9)."""
+    if e.errno == errno.EPIPE or isinstance(e, BrokenPipeError):
+        say("stdout was closed before zoo finished writing (the reader of the pipe exited); output was cut")
+        code = 141
+    else:
+        say(f"cannot write to stdout ({e.strerror or e}); free space or redirect it elsewhere")
+        code = 9
+    _detach_stdout()
+    return code
+
+
+def _detach_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    except OSError:
+        pass
+
+
+def main() -> None:
+    install_signals()
+    try:
+        quiet_warnings()
+        import click
+
+        from .cli import main as cli
+
+        try:
+            cli.main(prog_name="zoo", standalone_mode=False)
+            code = 0
+        except SystemExit as e:  # a command's exit code; or click's own exit on a broken pipe
+            if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+                raise BrokenPipeError(errno.EPIPE, "Broken pipe") from None
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except click.exceptions.Exit as e:
+            code = e.exit_code
+        except click.exceptions.Abort as e:  # click turns a KeyboardInterrupt outside a command into Abort
+            code = interrupted_exit(e.__cause__ if isinstance(e.__cause__, KeyboardInterrupt) else KeyboardInterrupt())
+        except click.exceptions.ClickException as e:  # bad options: click's usage message, exit 2
+            e.show()
+            code = e.exit_code
+        sys.stdout.flush()
+    except KeyboardInterrupt as e:
+        code = interrupted_exit(e)
+    except OSError as e:  # stdout failed outside a command (help text, the final flush)
+        code = stdout_error_exit(e)
+    sys.exit(code)
