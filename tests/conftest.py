@@ -82,3 +82,29 @@ def write_spec(folder: Path, spec: dict, name="spec.json") -> Path:
 
 def spec_dict(name):
     return json.loads((SPECS / f"{name}.json").read_text())
+
+
+# ----- a bounded suite ----------------------------------------------------------------------
+
+MEMORY_LIMIT = 4 * 1024**3  # bytes: the whole suite, pytest and its largest child at once
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if the suite's memory grew past MEMORY_LIMIT.
+
+    ru_maxrss of this process plus that of the largest child it waited for bounds what
+    the suite held at once (the tests start their children one at a time)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    session.config._zoo_memory = (own, child)
+    if own + child > MEMORY_LIMIT:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    own, child = getattr(config, "_zoo_memory", (0, 0))
+    verdict = "OVER the limit" if own + child > MEMORY_LIMIT else "within the limit"
+    terminalreporter.write_line(f"memory: pytest peaked at {own / 1024**3:.2f} GiB, its largest child at "
+                                f"{child / 1024**3:.2f} GiB: {verdict} of {MEMORY_LIMIT / 1024**3:.0f} GiB")

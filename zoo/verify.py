@@ -140,10 +140,10 @@ def check_provenance(run: Path, onnx_path: Path) -> dict:
     from .contract import META_METRICS, META_PROVENANCE, Contract
     from .errors import ProvenanceError
 
-    meta = Contract.from_onnx(onnx_path).metadata
     own = onnx_path.resolve() == (run / "model.onnx").resolve()
     if own:
         runs.check_chain(run, "model.onnx")
+    meta = Contract.from_onnx(onnx_path).metadata
     if runs.check(run, "model.keras")["stage"] != "train":
         raise UsageError(f"{run}/model.keras: is the untrained model `zoo build` wrote; run `zoo train {run}` first")
     made_from = (meta.get(META_PROVENANCE) or {}).get("model.keras")
