@@ -268,7 +268,7 @@ def _export(run, opset, atol, rtol, data_dir, verify_after=True, quiet=False):
 @click.option("--web", is_flag=True, help="Also write web/: a page running the model with onnxruntime-web "
               "(with --no-onnx: from the model.onnx already there).")
 @click.option("--ort-web", type=click.Path(file_okay=False), default=None,
-              help="onnxruntime-web's npm folder to copy into web/ort/ [default: $ZOO_ORT_WEB, a node_modules nearby].")
+              help="onnxruntime-web's npm folder to copy into web/ort/, or `cdn` [default: $ZOO_ORT_WEB, a node_modules nearby].")
 @data_option
 @out_option
 @handled

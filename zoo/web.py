@@ -42,6 +42,7 @@ ORT_ENV = "ZOO_ORT_WEB"
 PAGE_FILES = ("index.html", "zoo.js", "style.css")
 WEB = "web"
 DIGIT_DATASETS = ("mnist", "digits")  # drawn digits are scaled into a box and centred by mass, as MNIST was
+DIGITS = [str(i) for i in range(10)]  # a model whose classes are these reads digits too (an npz of MNIST, say)
 
 
 def _dist(folder: Path) -> Path | None:
@@ -53,8 +54,13 @@ def _dist(folder: Path) -> Path | None:
 
 
 def find_ort_web(explicit=None, start: Path | None = None) -> tuple[Path | None, str]:
-    """(dist folder or None, where it came from). A folder named by option or env var must be usable."""
+    """(dist folder or None, where it came from). A folder named by option or env var must be usable.
+
+    The word `cdn` instead of a folder asks for the pinned CDN release on purpose.
+    """
     for given, how in ((explicit, "--ort-web"), (os.environ.get(ORT_ENV), f"${ORT_ENV}")):
+        if given and str(given) == "cdn":
+            return None, "cdn"
         if given:
             dist = _dist(Path(given))
             if dist is None:
@@ -122,7 +128,7 @@ def _page_config(run: Path, contract: Contract, examples: dict | None, ort: dict
         "dataset": dataset,
         "metrics": contract.metadata.get("zoo.metrics") or {},
         "view": "image" if image else "form",
-        "drawing": {"style": "digit" if dataset in DIGIT_DATASETS else "fill", "ink": ink,
+        "drawing": {"style": "digit" if dataset in DIGIT_DATASETS or contract.labels() == DIGITS else "fill", "ink": ink,
                     "background": 0, "polarity": "light on dark"},
         "ort": ort,
         "examples": "examples.json" if examples else None,

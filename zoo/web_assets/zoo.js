@@ -217,7 +217,8 @@ function setUpImage() {
   const pad = $("pad"), ctx = pad.getContext("2d", { willReadFrequently: true });
   const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, pad.width, pad.height); };
   clear();
-  $("pad-hint").textContent = `Draw light on dark, as the ${config.dataset || "training"} images are.`;
+  const data = { mnist: "MNIST", fashion_mnist: "Fashion-MNIST", digits: "scikit-learn digits" }[config.dataset] || "training";
+  $("pad-hint").textContent = `Draw light on dark, as the ${data} images are.`;
   $("seen-hint").textContent = `${H}×${W} ${config.input.dtype}, values 0–${config.drawing.ink}.`;
   const update = async () => {
     const x = toModelInput(grey(ctx, pad.width, pad.height), pad.width, pad.height);
