@@ -111,7 +111,7 @@ def _examples(run: Path, contract: Contract) -> dict | None:
             "expected": expected}
 
 
-def _page_config(run: Path, contract: Contract, examples: dict | None, ort: dict) -> dict:
+def _page_config(contract: Contract, examples: dict | None, ort: dict) -> dict:
     spec = contract.metadata.get("zoo.spec") or {}
     dataset = (spec.get("data") or {}).get("dataset", "")
     image = contract.is_classifier and len(contract.input_shape) == 2
@@ -160,7 +160,7 @@ def write_web(run: Path, *, ort_web=None, log=print) -> Path:
             ort = {"source": "cdn", "version": ORT_WEB_VERSION, "module": ORT_CDN + ORT_MODULE,
                    "wasm": ORT_CDN + ORT_WASM,
                    "integrity": {ORT_CDN + name: h for name, h in ORT_INTEGRITY.items()}}
-        config = _page_config(run, contract, examples, ort)
+        config = _page_config(contract, examples, ort)
         (tmp / "model.json").write_text(json.dumps(config, indent=2) + "\n")
         if examples:
             (tmp / "examples.json").write_text(json.dumps(examples) + "\n")
