@@ -210,7 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--specs", nargs="*", type=Path, default=None, help="spec files [default: the catalog]")
     ap.add_argument("--runs", type=Path, default=None, help="reuse exported runs found here by name")
     ap.add_argument("--epochs", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=100, help="timed calls per runtime (reference: a tenth)")
+    ap.add_argument("--repeats", type=int, default=100,
+                    help="timed calls per runtime (onnx.reference: a tenth; browser: in blocks of 10)")
     ap.add_argument("--data-dir", default=os.environ.get("ZOO_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
     args = ap.parse_args(argv)
     specs = args.specs or sorted(p for p in (ROOT / "specs").glob("*.json") if p.name != "schema.json")
@@ -270,10 +271,13 @@ def main(argv=None) -> int:
 
     print(f"batch: test_data_set_0 ({len(x) if rows else 16} examples); tolerance: each spec's atol + rtol·|keras| "
           "(1e-4 + 1e-3·|keras| for the catalog), and the same argmax as onnxruntime\n")
-    print("| model | runtime | max abs diff vs onnxruntime | max abs diff vs Keras | within tolerance | ms per batch (median) | calls |")
-    print("|---|---|---:|---:|:-:|---:|---:|")
+    print("| model | runtime | max abs diff vs onnxruntime | max abs diff vs Keras | within tolerance "
+          "| ms per batch (median) | × onnxruntime | timed samples |")
+    print("|---|---|---:|---:|:-:|---:|---:|---:|")
+    base = {name: ms for name, runtime, *_, ms, n in rows if runtime == "onnxruntime"}
     for name, runtime, vs_ort, vs_keras, ok, ms, n in rows:
-        print(f"| {name} | {runtime} | {vs_ort:.2e} | {vs_keras:.2e} | {'yes' if ok else 'NO'} | {ms:.3f} | {n} |")
+        print(f"| {name} | {runtime} | {vs_ort:.2e} | {vs_keras:.2e} | {'yes' if ok else 'NO'} | {ms:.3f} "
+              f"| {ms / base[name]:.1f} | {n} |")
     for line in skipped:
         print(f"\nnot run: {line}")
     print(f"\n{'all runtimes agree' if not failures else f'{failures} disagreement(s) or failure(s)'}")
