@@ -128,6 +128,13 @@ def test_a_given_folder_without_onnxruntime_web_is_an_error_not_a_cdn(digits, tm
     assert sorted(p.name for p in digits.iterdir()) == before
 
 
+def test_export_says_what_is_missing(digits, tmp_path):
+    done = _zoo("export", digits, "--no-onnx", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr == "Error: nothing to export: give --onnx and/or --web\n"
+    done = _zoo("export", digits, "--ort-web", "cdn", cwd=tmp_path)
+    assert done.returncode == 2 and "add --web" in done.stderr
+
+
 def test_web_refuses_a_symlinked_web_folder(digits, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(digits, run, ignore=shutil.ignore_patterns("web", "checkpoints"))
@@ -313,3 +320,19 @@ def test_uint8_mnist_page_reads_a_drawn_one(tmp_path_factory, open_page, tmp_pat
     assert drawn[0, :4].sum() == 0 and drawn[0, -4:].sum() == 0  # scaled into the 20x20 box, as MNIST
     assert page.locator("#bars .bar .name").first.inner_text() == "1"
     page.screenshot(path=str(tmp_path / "mnist-page.png"), full_page=True)
+
+    # an image given to the page, dark on light like a scan: inverted and framed as MNIST, read as the digit it is
+    from PIL import Image
+
+    p = _onnxruntime(run, x)["probabilities"]
+    best = int(p.max(axis=1).argmax())  # the test example the model is surest of
+    Image.fromarray(255 - x[best]).resize((112, 112), Image.NEAREST).save(tmp_path / "scan.png")
+    page.evaluate("window.zoo.current = null")
+    page.set_input_files("#file", str(tmp_path / "scan.png"))
+    page.wait_for_function("window.zoo.current !== null")
+    current = page.evaluate("window.zoo.current")
+    assert int(np.argmax(current["probabilities"])) == int(p[best].argmax())
+    seen = np.asarray(current["input"], np.uint8).reshape(1, 28, 28)
+    assert seen[0, 0].max() == 0 and seen[0, -1].max() == 0 and seen.max() == 255  # light on dark now
+    np.testing.assert_allclose(current["probabilities"], _onnxruntime(run, seen)["probabilities"][0], atol=1e-5)
+    page.screenshot(path=str(tmp_path / "mnist-scan.png"), full_page=True)

@@ -281,6 +281,8 @@ def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, data_dir, o
     """
     if not onnx and not web:
         raise UsageError("nothing to export: give --onnx and/or --web")
+    if ort_web and not web:
+        raise UsageError("--ort-web only says where the page's onnxruntime-web comes from: add --web")
     run = runs.find_run(target, out)
     with runs.locked(run, create=False):
         if onnx:

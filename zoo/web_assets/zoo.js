@@ -169,8 +169,8 @@ function grey(ctx, w, h) {
 }
 
 // A drawing (or image) as the training data looks: light on dark, the thing scaled into a
-// box (MNIST and the 8x8 digits: 20/28 of the frame, then centred by its centre of mass;
-// otherwise the whole frame), then values 0..ink in the model's dtype.
+// box (digits: 20/28 of a 28x28 frame, then centred by its centre of mass, as MNIST was;
+// otherwise the whole frame), at full contrast, then values 0..ink in the model's dtype.
 function toModelInput(g, w, h) {
   const [H, W] = config.input.shape;
   let x0 = w, y0 = h, x1 = -1, y1 = -1;
@@ -195,6 +195,10 @@ function toModelInput(g, w, h) {
     }
     for (let y = 0; y < box; y++) for (let x = 0; x < box; x++) frame[(y + oy) * W + x + ox] = small[y * box + x];
   }
+  // Stretch to full contrast: a thin stroke shrunk into a few pixels must still read as ink
+  // (the 8x8 digits count a 4x4 block of a 32x32 bitmap each, so their strokes reach 16).
+  const peak = frame.reduce((a, b) => Math.max(a, b), 0);
+  if (peak > 0) frame = frame.map((v) => v / peak);
   const ink = config.drawing.ink;
   const Typed = globalThis[config.input.js];
   return Typed.from(frame, (v) => (config.input.dtype === "uint8" ? Math.round(v * ink) : v * ink));
