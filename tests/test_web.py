@@ -11,10 +11,10 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
@@ -161,9 +161,13 @@ def test_zoo_web_serves_the_folder_on_loopback(digits, tmp_path):
             assert r.headers["Content-Type"] == "text/javascript"
         with urllib.request.urlopen(url + "model.onnx", timeout=10) as r:
             assert r.read() == (digits / "model.onnx").read_bytes()
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean stop, not a traceback
+        assert proc.wait(10) == 0
+        assert proc.stdout.read() == "stopped\n" and proc.stderr.read() == ""
     finally:
-        proc.terminate()
-        proc.wait(10)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
         proc.stdout.close()
         proc.stderr.close()
 
