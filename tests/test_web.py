@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import DATASETS, MNIST10K, ROOT, SPECS, find_data, spec_dict, write_spec
+from conftest import DATASETS, MNIST10K, ROOT, find_data, spec_dict, write_spec
 
 CHROMIUM = os.environ.get("ZOO_CHROMIUM", "/usr/bin/chromium")
 ORT_WEB = ROOT / "node_modules" / "onnxruntime-web"

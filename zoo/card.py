@@ -130,10 +130,10 @@ for (let i = 0; i < dims[0]; i++) {{
   console.log(i, best, classes[best], row[best].toFixed(6));
 }}"""
     else:
-        tail = f"""const y = results.predictions.data, k = y.length / dims[0];
-for (let i = 0; i < dims[0]; i++) {{
+        tail = """const y = results.predictions.data, k = y.length / dims[0];
+for (let i = 0; i < dims[0]; i++) {
   console.log(i, Array.from(y.subarray(i * k, (i + 1) * k), (v) => v.toFixed(6)).join(" "));
-}}"""
+}"""
     return f"""## JavaScript (Node, onnxruntime-node)
 
 An ES module: save it as `predict.mjs` here, `npm install --ignore-scripts onnxruntime-node`
