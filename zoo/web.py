@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .contract import TEST_DATA_SET, Contract
+from .contract import META_METRICS, META_SPEC, TEST_DATA_SET, Contract
 from .errors import UsageError
 
 ORT_WEB_VERSION = "1.30.0"
@@ -112,7 +112,7 @@ def _examples(run: Path, contract: Contract) -> dict | None:
 
 
 def _page_config(contract: Contract, examples: dict | None, ort: dict) -> dict:
-    spec = contract.metadata.get("zoo.spec") or {}
+    spec = contract.metadata.get(META_SPEC) or {}
     dataset = (spec.get("data") or {}).get("dataset", "")
     image = contract.is_classifier and len(contract.input_shape) == 2
     # Ink is the training data's top value: 255 for uint8 pixels, 16 for scikit-learn's digits.
@@ -126,7 +126,7 @@ def _page_config(contract: Contract, examples: dict | None, ort: dict) -> dict:
         **contract.to_json(),
         "description": spec.get("description", ""),
         "dataset": dataset,
-        "metrics": contract.metadata.get("zoo.metrics") or {},
+        "metrics": contract.metadata.get(META_METRICS) or {},
         "view": "image" if image else "form",
         "drawing": {"style": "digit" if dataset in DIGIT_DATASETS or contract.labels() == DIGITS else "fill", "ink": ink,
                     "background": 0, "polarity": "light on dark"},
@@ -145,6 +145,9 @@ def write_web(run: Path, *, ort_web=None, log=print) -> Path:
         raise UsageError(f"{target}: exists and is not a folder zoo wrote (a link or a file); remove it first")
     dist, source = find_ort_web(ort_web, start=run.resolve())
     examples = _examples(run, contract)
+    for stale in run.glob(".web.*"):  # what a killed zoo left (the caller holds the run's lock)
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=run, prefix=".web.", suffix=".tmp"))
     try:
         for name in PAGE_FILES:
