@@ -267,21 +267,32 @@ def _export(run, opset, atol, rtol, data_dir, verify_after=True, quiet=False):
 @click.option("--atol", type=float, default=None, help="Absolute tolerance for verification.")
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for verification.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime check (not recommended).")
+@click.option("--web", is_flag=True, help="Also write web/: a page running the model with onnxruntime-web "
+              "(with --no-onnx: from the model.onnx already there).")
+@click.option("--ort-web", type=click.Path(file_okay=False), default=None,
+              help="onnxruntime-web's npm folder to copy into web/ort/, or `cdn` [default: $ZOO_ORT_WEB, a node_modules nearby].")
 @data_option
 @out_option
 @handled
-def export(target, onnx, opset, atol, rtol, no_verify, data_dir, out):
+def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, data_dir, out):
     """Export a trained run to ONNX (tf2onnx), then verify it against Keras.
 
     \b
     Example:
       zoo export exports/digits-softmax --onnx
     """
-    if not onnx:
-        raise UsageError("nothing to export: --onnx is the only format")
+    if not onnx and not web:
+        raise UsageError("nothing to export: give --onnx and/or --web")
+    if ort_web and not web:
+        raise UsageError("--ort-web only says where the page's onnxruntime-web comes from: add --web")
     run = runs.find_run(target, out)
     with runs.locked(run, create=False):
-        _export(run, opset, atol, rtol, data_dir, verify_after=not no_verify)
+        if onnx:
+            _export(run, opset, atol, rtol, data_dir, verify_after=not no_verify)
+        if web:
+            from .web import write_web
+
+            write_web(run, ort_web=ort_web, log=click.echo)
 
 
 @main.command()
@@ -348,6 +359,26 @@ def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, qui
     _train(spec, run_folder, data_dir, False, device, backend, quiet)
     with runs.locked(run_folder):
         _export(run_folder, None, None, None, data_dir, quiet=quiet)
+
+
+# ----- web: the page zoo export --web writes ----------------------------------------------
+
+@main.command()
+@click.argument("target", metavar="[RUN]", required=False)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")
+@out_option
+@handled
+def web(target, port, out):
+    """Serve a run's web page (from `zoo export RUN --web`) on 127.0.0.1.
+
+    \b
+    Example:
+      zoo export exports/digits-softmax --web && zoo web exports/digits-softmax
+    """
+    from .web import serve
+
+    serve(runs.find_run(target, out), port, log=click.echo)
 
 
 if __name__ == "__main__":

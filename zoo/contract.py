@@ -23,6 +23,7 @@ BATCH_DIM = "batch"
 CLASSIFIER_OUTPUTS = ("logits", "probabilities")
 REGRESSION_OUTPUTS = ("predictions",)
 LABELED_OUTPUT = "probabilities"  # the output whose columns are the classes (Triton's label_filename)
+TEST_DATA_SET = "test_data_set_0"  # beside model.onnx: input_0.pb, output_0.pb, ... (ONNX Model Zoo convention)
 
 # metadata_props keys; every value is JSON
 META_SPEC = "zoo.spec"
@@ -75,6 +76,13 @@ class Contract:
         """Class names for the labeled output; indices where the spec named none."""
         width = self.output_widths[self.outputs.index(LABELED_OUTPUT)] if self.is_classifier else 0
         return list(self.class_names) or [str(i) for i in range(width)]
+
+    def to_json(self) -> dict:
+        """The contract as plain JSON, for clients that cannot read ONNX metadata (the web page)."""
+        return {"name": self.name, "input": {"name": INPUT_NAME, "shape": list(self.input_shape),
+                                             "dtype": self.input_dtype, "js": DTYPES[self.input_dtype]["js"]},
+                "outputs": list(self.outputs), "output_widths": list(self.output_widths),
+                "is_classifier": self.is_classifier, "class_names": self.labels() if self.is_classifier else []}
 
     @classmethod
     def from_spec(cls, spec) -> "Contract":

@@ -351,6 +351,20 @@ def save_json(run: Path, name: str, obj, stage: str, inputs=(), extra=None) -> s
     return save_text(run, name, json.dumps(obj, indent=2) + "\n", stage, inputs, extra)
 
 
+def record_folder(run: Path, folder: str, stage: str, inputs=()) -> None:
+    """Record every file under run/folder, a folder renamed into place whole (web/, say)
+    as made by `stage` from `inputs`; earlier records under it are replaced."""
+    run = Path(run)
+    entries = manifest(run)
+    ins = {i: check(run, i, entries=entries)["sha256"] for i in inputs}
+    for name in [n for n in entries if n.startswith(folder + "/")]:
+        del entries[name]
+    for path in sorted((run / folder).rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            entries[path.relative_to(run).as_posix()] = {"sha256": digest(path), "stage": stage, "inputs": ins}
+    _save_manifest(run, entries)
+
+
 def invalidate(run: Path, *names: str, prefix=None) -> list[str]:
     """Remove artefacts (and, transitively, all made from them); `prefix` also takes every entry under it."""
     run = Path(run)
