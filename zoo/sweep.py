@@ -58,6 +58,12 @@ ATTR = "zoo:sweep"  # the study's system attribute holding the sweep's definitio
 READY = "zoo:ready"  # set once every trial is enqueued
 METRICS = {"accuracy": "maximize", "loss": "minimize", "mae": "minimize"}
 SEED_KEY = "train.seed"
+
+
+class Interrupted(ZooError):
+    """Ctrl-C or SIGTERM: the workers are stopped; their trials are retried by the next run."""
+
+    exit_code = 130
 FIXED_KEYS = {"name": "the sweep names each trial's run", "version": "the spec format"}
 
 
@@ -587,17 +593,37 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     if _unfinished(study):
         procs = _spawn(workers, storage_url, name, out, data_dir, device, backend, definition["heartbeat"], folder)
         try:
-            _monitor(study, definition, procs, quiet, echo)
+            with _sigterm_interrupts():
+                _monitor(study, definition, procs, quiet, echo)
+        except KeyboardInterrupt:
+            raise Interrupted(f"interrupted; finished trials are kept: run the same command again to continue "
+                              f"(a trial cut short is retried once its heartbeat is {definition['heartbeat'] * GRACE_FACTOR}s old)") from None
         finally:
             _stop(procs)
     found = results(study, definition)
     write_results(found, folder)
-    if not quiet:
-        echo(found["markdown"])
+    echo(found["markdown"])
     echo(f"wrote {folder}/results.md, results.csv, summary.csv, sweep.png")
     if not found["best"]:
         raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md and the worker logs in {folder}/logs")
     return found
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (a scheduler cancelling the job) stops the workers like Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _mkdir(folder: Path):
@@ -906,10 +932,10 @@ def status(storage_url=None, study_name=None, out=None, echo=print) -> None:
         raise UsageError(f"no sweep {study_name} under {runs.runs_root(out).resolve()}/sweeps; give --storage URL")
     storage = connect(url)
     if study_name is None:
-        names = [s.study_name for s in _optuna().get_all_study_summaries(storage)]
-        if not names:
-            raise UsageError(f"--storage {masked(normalize_url(url))}: no study in it yet")
-        for name in names:
+        studies = [s.study_name for s in storage.get_all_studies() if ATTR in s.system_attrs]
+        if not studies:
+            raise UsageError(f"--storage {masked(normalize_url(url))}: no zoo sweep in it yet")
+        for name in studies:
             _status_of(storage, name, echo, table=False)
         return
     _status_of(storage, study_name, echo, table=True)
