@@ -650,6 +650,7 @@ def _spawn(n, storage_url, study_name, out, data_dir, device, backend, heartbeat
     for var in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
         env.setdefault(var, threads)
     env.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    env["PYTHONUNBUFFERED"] = "1"  # the log holds every line up to a kill
     if backend:
         env["KERAS_BACKEND"] = backend
     cmd = [sys.executable, "-m", "zoo", "sweep", "--worker", "--study", study_name, "--heartbeat", str(heartbeat),
@@ -695,7 +696,7 @@ def _monitor(study, definition, procs, quiet, echo):
             final = [t for t in trials if t.state.is_finished() and t.number not in seen]
             for t in final:
                 seen.add(t.number)
-                if t.state == TrialState.FAIL and t.number in _retried(trials):
+                if _will_retry(t):
                     continue  # its worker died; a copy runs again
                 line = _progress_line(t, definition, len(_final_runs(trials)), total)
                 if bar is not None:
@@ -732,10 +733,18 @@ def _retried(trials) -> set:
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
 
 
+def _stale(t) -> bool:
+    """Failed because its worker stopped beating (a told failure carries zoo:error)."""
+    return t.state.name == "FAIL" and "zoo:error" not in t.user_attrs
+
+
+def _will_retry(t) -> bool:
+    return _stale(t) and len(t.system_attrs.get("retry_history", [])) < MAX_RETRIES
+
+
 def _final_runs(trials) -> set:
-    """Runs whose trial finished for good: completed, or failed and not retried."""
-    retried = _retried(trials)
-    return {t.user_attrs.get("zoo:run") for t in trials if t.state.is_finished() and t.number not in retried}
+    """Runs whose trial finished for good: completed, or failed and not to be retried."""
+    return {t.user_attrs.get("zoo:run") for t in trials if t.state.is_finished() and not _will_retry(t)}
 
 
 def _progress_line(t, definition, done, total) -> str:
@@ -758,7 +767,7 @@ def results(study, definition) -> dict:
     by_run = {}
     for t in sorted(trials, key=lambda t: t.number):
         run = t.user_attrs.get("zoo:run")
-        if run is None or t.number in retried:
+        if run is None or _will_retry(t):
             continue
         if t.state.name == "COMPLETE" or run not in by_run or by_run[run]["state"] != "complete":
             by_run[run] = _row(t, definition)
@@ -797,7 +806,8 @@ def _row(t, definition) -> dict:
             "seed": t.params.get(SEED_KEY, fixed.get(SEED_KEY)), "state": t.state.name.lower(),
             "test": t.user_attrs.get("zoo:test", {}), "train_seconds": t.user_attrs.get("zoo:train_seconds"),
             "seconds": t.user_attrs.get("zoo:seconds"), "reused": t.user_attrs.get("zoo:reused", False),
-            "run_dir": t.user_attrs.get("zoo:run_dir"), "error": t.user_attrs.get("zoo:error", ""),
+            "run_dir": t.user_attrs.get("zoo:run_dir"),
+            "error": t.user_attrs.get("zoo:error") or (f"its worker died {MAX_RETRIES + 1} times" if _stale(t) else ""),
             "worker": t.user_attrs.get("zoo:worker", "")}
 
 
@@ -891,20 +901,16 @@ def plot(found, path: Path) -> None:
     keys = d["keys"] or [SEED_KEY]
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), dpi=100, squeeze=False)
     for ax, key in zip(axes[0], keys):
-        choices = d["choices"].get(key, d["seeds"])
+        choices = d["choices"].get(key, d["seeds"])  # one evenly spaced slot per value, as the grid has them
         value_of = (lambda r: r["seed"]) if key == SEED_KEY else (lambda r, k=key: r["values"][k])
-        numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
-        xs = {json.dumps(c): (c if numeric else i) for i, c in enumerate(choices)}
         means = []
-        for c in choices:
+        for i, c in enumerate(choices):
             ys = [r["test"][metric] for r in done if json.dumps(value_of(r)) == json.dumps(c)]
-            ax.scatter([xs[json.dumps(c)]] * len(ys), ys, s=14, alpha=0.6, color="tab:blue")
+            ax.scatter([i] * len(ys), ys, s=14, alpha=0.6, color="tab:blue", label="a trial" if i == 0 else None)
             means.append(statistics.fmean(ys) if ys else math.nan)
-        ax.plot([xs[json.dumps(c)] for c in choices], means, marker="o", color="tab:orange", label="mean")
-        if numeric and len(choices) > 2 and min(choices) > 0 and max(choices) / min(choices) >= 20:
-            ax.set_xscale("log")
-        if not numeric:
-            ax.set_xticks(range(len(choices)), [str(c) for c in choices])
+        ax.plot(range(len(choices)), means, marker="o", color="tab:orange", label="mean")
+        ax.set_xticks(range(len(choices)), [json.dumps(c) if not isinstance(c, str) else c for c in choices])
+        ax.set_xlim(-0.5, len(choices) - 0.5)
         ax.set_xlabel(key)
         ax.set_ylabel(f"test {metric}")
         ax.grid(True, alpha=0.3)
@@ -944,10 +950,9 @@ def status(storage_url=None, study_name=None, out=None, echo=print) -> None:
 def _status_of(storage, name, echo, table):
     study, definition = join_study(storage, name, wait=0)
     trials = _retrying(study.get_trials, deepcopy=False)
-    retried = _retried(trials)
     count = {}
     for t in trials:
-        if t.number not in retried:
+        if not _will_retry(t):
             count[t.state.name.lower()] = count.get(t.state.name.lower(), 0) + 1
     parts = [f"{count.get(s, 0)} {s}" for s in ("complete", "running", "waiting", "fail") if count.get(s)]
     done = len(_final_runs(trials))
