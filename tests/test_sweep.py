@@ -137,31 +137,38 @@ def test_bad_input_is_one_line_exit_2_and_nothing_runs(zoo, tmp_path, args, word
 CLAIMER = """
 import json, sys
 from zoo import sweep
-storage = sweep.connect(sys.argv[1])
+storage = sweep.connect(sys.argv[1])  # on SQLite a new file: every process creates Optuna's tables at once
+grid = sweep.plan(sys.argv[2], ["train.learning_rate=" + ",".join(str((i + 1) / 100) for i in range(int(sys.argv[3])))])
+(study, definition), created = sweep.open_study(storage, "race", grid, 10, log=lambda m: None)
 study_id = storage.get_study_id_from_name("race")
 got = []
 while (trial_id := sweep.claim_next(storage, study_id)) is not None:
     got.append(trial_id)
-print(json.dumps(got))
+print(json.dumps({"created": created, "claimed": got}))
 """
 
 
 def race(url, processes=3, trials=40):
-    storage = sweep.connect(url)
-    study = optuna.create_study(storage=storage, study_name="race")
-    for i in range(trials):
-        study.enqueue_trial({"x": i})
+    """Processes start one sweep at once: one enqueues the grid, the others join; each trial goes to one."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, url], stdout=subprocess.PIPE, text=True, env=env)
-             for _ in range(processes)]
-    claimed = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
-    assert all(p.returncode == 0 for p in procs)
-    every = [t for c in claimed for t in c]
-    assert len(every) == trials and len(set(every)) == trials, [len(c) for c in claimed]
-    return claimed
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, url, str(DIGITS), str(trials)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(processes)]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    results = [json.loads(out) for out, _ in outs]
+    assert sum(r["created"] for r in results) == 1
+    every = [t for r in results for t in r["claimed"]]
+    assert len(every) == trials and len(set(every)) == trials, [len(r["claimed"]) for r in results]
+    assert len(trials_of(url, "race")) == trials  # the grid enqueued once
 
 
-def test_racing_claims_on_sqlite_take_each_trial_once(tmp_path):
+def test_racing_workers_on_sqlite_enqueue_once_and_claim_each_trial_once(tmp_path):
     # Optuna's own SQLite storage hands some trials to two of these processes
     # (pysqlite begins a transaction only at its first write); sweep.connect does not.
     race(f"sqlite:///{tmp_path / 'race.db'}")
@@ -345,7 +352,7 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_racing_claims_on_postgresql_take_each_trial_once(postgres):
+def test_racing_workers_on_postgresql_enqueue_once_and_claim_each_trial_once(postgres):
     race(postgres)
 
 

@@ -321,19 +321,25 @@ def connect(url: str, heartbeat: int | None = None):
         kwargs = {"connect_args": {"connect_timeout": 10}}
     else:
         kwargs = {}
-    try:
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-            grace_period=heartbeat * GRACE_FACTOR if heartbeat else None,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRIES) if heartbeat else None)
-    except ImportError:
-        raise UsageError(f"--storage {masked(url)}: its database driver is not installed "
-                         f"(pip install 'zoo[sweep]' brings psycopg2 and PyMySQL)") from None
-    except Exception as e:  # sqlalchemy's OperationalError & co: a wrong host, port, password, database
-        cause = e.__cause__ or e
-        first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise UsageError(f"--storage {masked(url)}: cannot open the study storage ({first}); check the URL, "
-                         f"that the server runs and that the database exists") from None
+    for attempt in range(5):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
+                grace_period=heartbeat * GRACE_FACTOR if heartbeat else None,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRIES) if heartbeat else None)
+            break
+        except ImportError:
+            raise UsageError(f"--storage {masked(url)}: its database driver is not installed "
+                             f"(pip install 'zoo[sweep]' brings psycopg2 and PyMySQL)") from None
+        except Exception as e:  # sqlalchemy's OperationalError & co: a wrong host, port, password, database
+            cause = e.__cause__ or e
+            first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(e).__name__])[0][:200]
+            # Processes opening a new database at once race to create Optuna's tables: try again.
+            if attempt < 4 and any(w in first.lower() for w in ("already exists", "duplicate", "unique", "locked")):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise UsageError(f"--storage {masked(url)}: cannot open the study storage ({first}); check the URL, "
+                             f"that the server runs and that the database exists") from None
     if sqlite:
         from sqlalchemy import event
 
@@ -390,22 +396,22 @@ def join_study(storage, name: str, fingerprint: str | None = None, wait=READY_TI
     except KeyError:
         raise UsageError(f"--study {name}: no such study in this storage; start it with `zoo sweep SPEC --set ...`") from None
     study_id = storage.get_study_id_from_name(name)
-    deadline = time.monotonic() + wait
-    while True:
+    started = time.monotonic()
+    while True:  # the creator writes ATTR at once, then enqueues the grid, then READY
         attrs = storage.get_study_system_attrs(study_id)
-        if READY in attrs:
-            break
-        if time.monotonic() > deadline:
+        definition = attrs.get(ATTR)
+        if definition is not None and fingerprint is not None and definition["fingerprint"] != fingerprint:
+            raise UsageError(f"study {name} holds another sweep (a different spec, grid, seeds or metric); "
+                             f"use another --study, or leave --study out to get one named after the grid")
+        if definition is not None and READY in attrs:
+            return study, definition
+        waited = time.monotonic() - started
+        if definition is None and waited >= min(wait, 10):
+            raise UsageError(f"study {name} was not made by zoo sweep; use another --study")
+        if waited >= wait:
             raise UsageError(f"study {name} was created but its grid never enqueued (did its creator die?); "
                              f"delete it (optuna delete-study --study-name {name} --storage URL) or use another --study")
         time.sleep(0.5)
-    definition = attrs.get(ATTR)
-    if definition is None:
-        raise UsageError(f"study {name} was not made by zoo sweep; use another --study")
-    if fingerprint is not None and definition["fingerprint"] != fingerprint:
-        raise UsageError(f"study {name} holds another sweep (a different spec, grid, seeds or metric); "
-                         f"use another --study, or leave --study out to get one named after the grid")
-    return study, definition
 
 
 def _param(value):
@@ -492,6 +498,25 @@ def run_trial(spec: dict, out, *, data_dir=None, device=None, log=print) -> dict
     return {"metrics": metrics, "run": str(run), "reused": False}
 
 
+def _tell(study, trial, definition, result, error, seconds, log):
+    """Record a trial's outcome: its test metrics and run folder, or the error it failed with."""
+    FAIL = _optuna().trial.TrialState.FAIL
+    trial.set_user_attr("zoo:seconds", seconds)
+    if error:
+        log(f"trial {trial.number} failed: {error}")
+        trial.set_user_attr("zoo:error", error)
+        study.tell(trial, state=FAIL)
+        return
+    metrics = result["metrics"]
+    trial.set_user_attr("zoo:run_dir", result["run"])
+    trial.set_user_attr("zoo:reused", result["reused"])
+    trial.set_user_attr("zoo:test", metrics["test"])
+    trial.set_user_attr("zoo:train_seconds", metrics.get("wall_seconds"))
+    value = metrics["test"][definition["metric"]]
+    study.tell(trial, values=value)
+    log(f"trial {trial.number}: {definition['metric']} {value:.4f} ({seconds:.1f}s)")
+
+
 def _needs_training(storage, study_id, out) -> bool:
     """Whether a waiting trial has no finished run to reuse (a worker then loads Keras up front)."""
     TrialState = _optuna().trial.TrialState
@@ -535,32 +560,18 @@ def work(url: str, study_name: str, *, out=None, data_dir=None, device="cpu", he
             spec = trial.user_attrs["zoo:spec"]
             log(f"trial {trial.number}: {spec['name']} {combo_label(trial.params)}")
             started = time.perf_counter()
+            result, error = None, None
             try:
                 result = run_trial(spec, out, data_dir=data_dir, device=device, log=log)
             except ZooError as e:
-                state, error = TrialState.FAIL, f"{type(e).__name__}: {str(e).splitlines()[0]}"
+                error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
             except Exception as e:  # a bug: the sweep goes on, the log has the traceback
                 log(traceback.format_exc())
-                state, error = TrialState.FAIL, f"internal error {type(e).__name__}: {str(e)[:200]}"
-            else:
-                state, error = TrialState.COMPLETE, None
-            seconds = round(time.perf_counter() - started, 3)
-            trial.set_user_attr("zoo:seconds", seconds)
-            if error:
-                log(f"trial {trial.number} failed: {error}")
-                trial.set_user_attr("zoo:error", error)
-                study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
-            else:
-                metrics = result["metrics"]
-                trial.set_user_attr("zoo:run_dir", result["run"])
-                trial.set_user_attr("zoo:reused", result["reused"])
-                trial.set_user_attr("zoo:test", metrics["test"])
-                trial.set_user_attr("zoo:train_seconds", metrics.get("wall_seconds"))
-                value = metrics["test"][definition["metric"]]
-                frozen = study.tell(trial, values=value, skip_if_finished=True)
-                if frozen.state != TrialState.COMPLETE:  # declared stale while we were busy: its copy reuses our run
-                    log(f"trial {trial.number} was declared stale before it finished; its retry reuses {result['run']}")
-                log(f"trial {trial.number}: {definition['metric']} {value:.4f} ({seconds:.1f}s)")
+                error = f"internal error {type(e).__name__}: {str(e)[:200]}"
+            try:
+                _tell(study, trial, definition, result, error, round(time.perf_counter() - started, 3), log)
+            except optuna.exceptions.UpdateFinishedTrialError:  # declared stale while we were busy (a lost database?)
+                log(f"trial {trial.number} was failed as stale before it finished; its retry reuses the run")
             done += 1
 
 
