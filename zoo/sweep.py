@@ -848,7 +848,7 @@ def markdown(found) -> str:
         cells += [_fmt(r["test"].get(m)) for m in metrics] + [_fmt(r["train_seconds"], 2), _fmt(r["seconds"], 2),
                                                             Path(r["run_dir"]).name if r["run_dir"] else r["run"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    lines += ["", f"### Mean ± std over seeds", "",
+    lines += ["", "### Mean ± std over seeds", "",
               "| " + " | ".join([*d["keys"], "seeds", *metrics]) + " |", "|" + "---|" * (len(d["keys"]) + 1 + len(metrics))]
     for s in found["summary"]:
         cells = [json.dumps(s["values"][k]) for k in d["keys"]] + [f"{s['n']}/{s['of']}"]
