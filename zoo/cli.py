@@ -363,7 +363,8 @@ def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, qui
 @click.option("--study", "study_name", default=None, help="Study name [default: the spec's name and a hash of the grid].")
 @click.option("--metric", default=None, help="Test metric to rank by [default: accuracy; loss for regression].")
 @click.option("--heartbeat", type=click.IntRange(1, 3600), default=10, show_default=True,
-              help="Seconds between a running trial's heartbeats; silent for 3 of them, it is retried elsewhere.")
+              help="Seconds between a running trial's heartbeats (set by the process that creates the study); "
+                   "a trial silent for 3 of them is retried by another worker.")
 @click.option("--status", "show_status", is_flag=True, help="Show a sweep's progress and results so far, then exit.")
 @click.option("--worker", is_flag=True, hidden=True, help="Run trials of --study until none is left (spawned by zoo sweep).")
 @train_options
@@ -383,35 +384,24 @@ def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbea
     """
     from . import sweep as sweeps
 
-    if show_status:
-        sweeps.status(storage, study_name or (_sweep_plan(spec_file, sets, seeds, seed, epochs, batch_size, learning_rate,
-                                                          metric).default_study if spec_file else None), out, echo=click.echo)
-        return
+    if seed is not None and seeds is not None:
+        raise UsageError("give either --seed or --seeds")
+    seeds = seeds if seeds is not None else (None if seed is None else str(seed))
+    fixed = {"train.epochs": epochs, "train.batch_size": batch_size, "train.learning_rate": learning_rate}
     if worker:
         if not (storage and study_name):
             raise UsageError("--worker needs --storage (or $ZOO_SWEEP_STORAGE) and --study")
-        sweeps.work(storage, study_name, out=out, data_dir=data_dir, device=device, heartbeat=heartbeat,
-                    log=lambda m: click.echo(m))
-        return
-    if spec_file is None:
-        raise UsageError("give a SPEC to sweep (or --status to show sweeps)")
-    if seed is not None and seeds is not None:
-        raise UsageError("give either --seed or --seeds")
-    sweeps.sweep(spec_file, sets, seeds if seeds is not None else (str(seed) if seed is not None else None),
-                 fixed=_sweep_fixed(epochs, batch_size, learning_rate), metric=metric, workers=workers,
-                 storage_url=storage, study_name=study_name, out=out, data_dir=data_dir, device=device,
-                 backend=backend, heartbeat=heartbeat, quiet=quiet, echo=click.echo)
-
-
-def _sweep_fixed(epochs, batch_size, learning_rate):
-    return {"train.epochs": epochs, "train.batch_size": batch_size, "train.learning_rate": learning_rate}
-
-
-def _sweep_plan(spec_file, sets, seeds, seed, epochs, batch_size, learning_rate, metric):
-    from .sweep import plan
-
-    return plan(spec_file, sets, seeds if seeds is not None else (str(seed) if seed is not None else None),
-                _sweep_fixed(epochs, batch_size, learning_rate), metric)
+        sweeps.work(storage, study_name, out=out, data_dir=data_dir, device=device, heartbeat=heartbeat, log=click.echo)
+    elif show_status:
+        if study_name is None and spec_file is not None:
+            study_name = sweeps.plan(spec_file, sets, seeds, fixed, metric).default_study
+        sweeps.status(storage, study_name, out, echo=click.echo)
+    elif spec_file is None:
+        raise UsageError("give a SPEC to sweep (or --status to show the sweeps so far)")
+    else:
+        sweeps.sweep(spec_file, sets, seeds, fixed=fixed, metric=metric, workers=workers, storage_url=storage,
+                     study_name=study_name, out=out, data_dir=data_dir, device=device, backend=backend,
+                     heartbeat=heartbeat, quiet=quiet, echo=click.echo)
 
 
 if __name__ == "__main__":

@@ -321,12 +321,12 @@ def connect(url: str, heartbeat: int | None = None):
         kwargs = {"connect_args": {"connect_timeout": 10}}
     else:
         kwargs = {}
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRIES) if heartbeat else None
     for attempt in range(5):
         try:
             storage = optuna.storages.RDBStorage(
                 url, engine_kwargs=kwargs, heartbeat_interval=heartbeat,
-                grace_period=heartbeat * GRACE_FACTOR if heartbeat else None,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(MAX_RETRIES) if heartbeat else None)
+                grace_period=heartbeat * GRACE_FACTOR if heartbeat else None, heartbeat_stale_trial_callback=retry)
             break
         except ImportError:
             raise UsageError(f"--storage {masked(url)}: its database driver is not installed "
@@ -394,7 +394,8 @@ def join_study(storage, name: str, fingerprint: str | None = None, wait=READY_TI
     try:
         study = optuna.load_study(study_name=name, storage=storage)
     except KeyError:
-        raise UsageError(f"--study {name}: no such study in this storage; start it with `zoo sweep SPEC --set ...`") from None
+        raise UsageError(f"--study {name}: no such study in this storage; "
+                         f"start it with `zoo sweep SPEC --set ...`") from None
     study_id = storage.get_study_id_from_name(name)
     started = time.monotonic()
     while True:  # the creator writes ATTR at once, then enqueues the grid, then READY
@@ -607,8 +608,9 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
             with _sigterm_interrupts():
                 _monitor(study, definition, procs, quiet, echo)
         except KeyboardInterrupt:
+            grace = definition["heartbeat"] * GRACE_FACTOR
             raise Interrupted(f"interrupted; finished trials are kept: run the same command again to continue "
-                              f"(a trial cut short is retried once its heartbeat is {definition['heartbeat'] * GRACE_FACTOR}s old)") from None
+                              f"(a trial cut short is retried once its heartbeat is {grace}s old)") from None
         finally:
             _stop(procs)
     found = results(study, definition)
@@ -616,7 +618,8 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     echo(found["markdown"])
     echo(f"wrote {folder}/results.md, results.csv, summary.csv, sweep.png")
     if not found["best"]:
-        raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md and the worker logs in {folder}/logs")
+        raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md "
+                            f"and the worker logs in {folder}/logs")
     return found
 
 
@@ -837,7 +840,8 @@ def markdown(found) -> str:
     d, rows = found["definition"], found["rows"]
     metrics = sorted({m for r in rows for m in r.get("test", {})}, key=lambda m: (m != d["metric"], m))
     head = [*d["keys"], "seed", "state", *metrics, "train s", "trial s", "run"]
-    lines = [f"## Sweep {found['study']}: {d['spec']}, {d['trials']} trials, ranked by test {d['metric']} ({d['direction']})",
+    title = f"## Sweep {found['study']}: {d['spec']}, {d['trials']} trials, ranked by test {d['metric']} ({d['direction']})"
+    lines = [title,
              "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "values" not in r:
