@@ -381,5 +381,61 @@ def web(target, port, out):
     serve(runs.find_run(target, out), port, log=click.echo)
 
 
+# ----- sweep (issue 11) -------------------------------------------------------------------
+
+@main.command()
+@click.argument("spec_file", metavar="SPEC", required=False, type=click.Path())
+@click.option("--set", "sets", multiple=True, metavar="KEY=V1,V2",
+              help="Sweep a spec key over values (repeatable), e.g. model.hidden[0].units=64,256.")
+@click.option("--seeds", default=None, metavar="S1,S2", help="Seeds for every combination [default: the spec's].")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Worker processes on this machine (each trains one trial at a time).")
+@click.option("--storage", envvar="ZOO_SWEEP_STORAGE", default=None, metavar="URL",
+              help="Optuna RDB storage, e.g. postgresql://user:pw@host/db [default: SQLite in the sweep folder; "
+                   "$ZOO_SWEEP_STORAGE].")
+@click.option("--study", "study_name", default=None, help="Study name [default: the spec's name and a hash of the grid].")
+@click.option("--metric", default=None, help="Test metric to rank by [default: accuracy; loss for regression].")
+@click.option("--heartbeat", type=click.IntRange(1, 3600), default=10, show_default=True,
+              help="Seconds between a running trial's heartbeats (set by the process that creates the study); "
+                   "a trial silent for 3 of them is retried by another worker.")
+@click.option("--status", "show_status", is_flag=True, help="Show a sweep's progress and results so far, then exit.")
+@click.option("--worker", is_flag=True, hidden=True, help="Run trials of --study until none is left (spawned by zoo sweep).")
+@train_options
+@handled
+def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbeat, show_status, worker,
+          epochs, batch_size, learning_rate, seed, device, backend, quiet, data_dir, out):
+    """Train a grid of spec overrides x seeds as trials of an Optuna study.
+
+    Each trial is an ordinary run folder, built, trained, exported and verified as
+    `zoo run` does. Run the same command on other machines, with the same --storage,
+    to join the sweep.
+
+    \b
+    Example:
+      zoo sweep specs/digits-mlp.json --set train.learning_rate=0.05,0.1 \\
+          --set model.hidden[0].units=64,256 --seeds 0,1,2 --workers 2
+    """
+    from . import sweep as sweeps
+
+    if seed is not None and seeds is not None:
+        raise UsageError("give either --seed or --seeds")
+    seeds = seeds if seeds is not None else (None if seed is None else str(seed))
+    fixed = {"train.epochs": epochs, "train.batch_size": batch_size, "train.learning_rate": learning_rate}
+    if worker:
+        if not (storage and study_name):
+            raise UsageError("--worker needs --storage (or $ZOO_SWEEP_STORAGE) and --study")
+        sweeps.work(storage, study_name, out=out, data_dir=data_dir, device=device, heartbeat=heartbeat, log=click.echo)
+    elif show_status:
+        if study_name is None and spec_file is not None:
+            study_name = sweeps.plan(spec_file, sets, seeds, fixed, metric).default_study
+        sweeps.status(storage, study_name, out, echo=click.echo)
+    elif spec_file is None:
+        raise UsageError("give a SPEC to sweep (or --status to show the sweeps so far)")
+    else:
+        sweeps.sweep(spec_file, sets, seeds, fixed=fixed, metric=metric, workers=workers, storage_url=storage,
+                     study_name=study_name, out=out, data_dir=data_dir, device=device, backend=backend,
+                     heartbeat=heartbeat, quiet=quiet, echo=click.echo)
+
+
 if __name__ == "__main__":
     main()

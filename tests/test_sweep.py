@@ -1,0 +1,376 @@
+"""zoo sweep: the grid, its validation, and real sweeps on SQLite and on a real PostgreSQL.
+
+The sweeps train scikit-learn's digits for one epoch in worker processes of the real
+command; the PostgreSQL tests start their own server with initdb/pg_ctl and always
+stop it, and skip (saying how to enable them) where the binaries are absent.
+"""
+
+import csv
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import DATASETS, SPECS
+from zoo import sweep
+from zoo.errors import SpecError, UsageError
+
+optuna = pytest.importorskip("optuna", reason="zoo sweep needs the sweep extra: pip install -e '.[sweep]'")
+
+DIGITS = SPECS / "digits-mlp.json"
+ROOT = SPECS.parent
+
+
+# ----- the grid (no TensorFlow) -------------------------------------------------------------
+
+def test_set_values_are_json_or_words():
+    assert sweep.parse_set("train.learning_rate=0.05,0.1") == ("train.learning_rate", [0.05, 0.1])
+    assert sweep.parse_set("model.hidden[0].units=64,256") == ("model.hidden[0].units", [64, 256])
+    assert sweep.parse_set("train.optimizer=sgd,adam") == ("train.optimizer", ["sgd", "adam"])
+    assert sweep.parse_set("model.input_shape=[8,8],[64]") == ("model.input_shape", [[8, 8], [64]])
+    assert sweep.parse_set("model.use_bias=true,false") == ("model.use_bias", [True, False])
+    assert sweep.key_path("model.hidden[0].units") == ["model", "hidden", 0, "units"]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("train.learning_rate=", "empty grid"),
+    ("train.learning_rate", "KEY=V1,V2"),
+    ("=0.1", "KEY=V1,V2"),
+    ("train..lr=1", "not a key path"),
+    ("[0].units=1", "not a key path"),
+    ("train.learning_rate=0.1,0.1", "repeated"),
+    ("name=a,b", "cannot be swept"),
+    ("train.optimizer=sgd,,adam", "empty grid"),
+])
+def test_malformed_sets_are_usage_errors(text, words):
+    with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
+        sweep.parse_set(text)
+
+
+def test_every_combination_is_validated_and_each_problem_named_once():
+    with pytest.raises(SpecError) as e:
+        sweep.plan(DIGITS, ["train.learning_rate=-1,0,0.1", "train.lr=1,2", "model.hidden[0].units=0,8"], "0,1")
+    problems = dict(e.value.problems)
+    assert problems["train.learning_rate"].startswith("Input should be greater than 0")
+    assert problems["train.lr"].startswith("unknown key; valid keys here: optimizer, learning_rate")
+    assert "model.hidden[0].units" in problems
+    assert len(e.value.problems) == 3
+    with pytest.raises(SpecError, match=r"model.hidden\[2\]: out of range: the spec's model.hidden has 1 item"):
+        sweep.plan(DIGITS, ["model.hidden[2].units=8,16"])
+    with pytest.raises(SpecError, match="train.learning_rate: is not an object"):
+        sweep.plan(DIGITS, ["train.learning_rate.x=1,2"])
+
+
+def test_plan_names_runs_by_spec_and_hash_and_rejects_conflicts():
+    p = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.1", "model.hidden[0].units=16,32"], "0,1,2",
+                   fixed={"train.epochs": 1})
+    assert len(p.points) == 12 and len({pt.run for pt in p.points}) == 12
+    assert all(pt.run.startswith("digits-mlp-") and len(pt.run) == len("digits-mlp-") + 8 for pt in p.points)
+    first = p.points[0]
+    assert first.values == {"train.learning_rate": 0.05, "model.hidden[0].units": 16} and first.seed == 0
+    assert first.spec["train"] == {**first.spec["train"], "learning_rate": 0.05, "seed": 0, "epochs": 1}
+    assert first.spec["model"]["hidden"][0]["units"] == 16 and first.spec["name"] == first.run
+    # the same grid gives the same names and study (a repeat reuses), another grid another study
+    again = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.1", "model.hidden[0].units=16,32"], [0, 1, 2],
+                       fixed={"train.epochs": 1})
+    assert [pt.run for pt in again.points] == [pt.run for pt in p.points]
+    assert again.default_study == p.default_study
+    assert sweep.plan(DIGITS, ["train.learning_rate=0.05,0.1"], "0,1").default_study != p.default_study
+    # a run's name depends on the spec the overrides make, not on how they were spelled
+    by_lr = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.1"], "0", fixed={"train.epochs": 1})
+    by_epochs = sweep.plan(DIGITS, ["train.epochs=1,2"], "0", fixed={"train.learning_rate": 0.1})
+    assert by_lr.points[1].run == by_epochs.points[0].run
+    assert by_lr.points[1].spec == by_epochs.points[0].spec
+    with pytest.raises(UsageError, match="nothing to sweep"):
+        sweep.plan(DIGITS, [], "0")
+    with pytest.raises(UsageError, match="--seeds"):
+        sweep.plan(DIGITS, ["train.seed=1,2"])
+    with pytest.raises(UsageError, match="both fixed"):
+        sweep.plan(DIGITS, ["train.epochs=1,2"], fixed={"train.epochs": 3})
+    with pytest.raises(UsageError, match="reports accuracy and loss"):
+        sweep.plan(DIGITS, ["train.epochs=1,2"], metric="mae")
+
+
+def test_storage_urls_name_their_driver_and_hide_passwords():
+    assert sweep.normalize_url("postgresql://u:pw@db/x") == "postgresql+psycopg2://u:pw@db/x"
+    assert sweep.normalize_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
+    assert sweep.normalize_url("mysql://u@db/x") == "mysql+pymysql://u@db/x"
+    assert sweep.normalize_url("sqlite:///a.db") == "sqlite:///a.db"
+    assert sweep.masked("postgresql+psycopg2://u:secret@db:5432/x") == "postgresql+psycopg2://u:***@db:5432/x"
+
+
+# ----- bad input through the real command ----------------------------------------------------
+
+@pytest.mark.parametrize("args, words", [
+    (["--set", "train.lr=0.1,0.2"], "--set: train.lr: unknown key; valid keys here: optimizer"),
+    (["--set", "train.learning_rate=0.1,-2"], "--set: train.learning_rate: Input should be greater than 0"),
+    (["--set", "train.learning_rate="], "--set train.learning_rate: no values (an empty grid)"),
+    ([], "nothing to sweep (an empty grid)"),
+    (["--set", "train.learning_rate=0.1,0.2", "--storage", "postgresql://zoo:secret@127.0.0.1:{port}/zoo"],
+     "--storage postgresql+psycopg2://zoo:***@127.0.0.1:{port}/zoo: cannot open the study storage"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_runs(zoo, tmp_path, args, words):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [a.format(port=port) for a in args]
+    done = zoo("sweep", DIGITS, *args, "--epochs", "1")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and words.format(port=port) in lines[0], lines
+    assert "secret" not in done.stderr
+    assert not (tmp_path / "exports").exists()
+
+
+# ----- claims: no trial twice, even when workers race ---------------------------------------
+
+CLAIMER = """
+import json, sys
+from zoo import sweep
+storage = sweep.connect(sys.argv[1])  # on SQLite a new file: every process creates Optuna's tables at once
+grid = sweep.plan(sys.argv[2], ["train.learning_rate=" + ",".join(str((i + 1) / 100) for i in range(int(sys.argv[3])))])
+(study, definition), created = sweep.open_study(storage, "race", grid, 10, log=lambda m: None)
+study_id = storage.get_study_id_from_name("race")
+got = []
+while (trial_id := sweep.claim_next(storage, study_id)) is not None:
+    got.append(trial_id)
+print(json.dumps({"created": created, "claimed": got}))
+"""
+
+
+def race(url, processes=3, trials=40):
+    """Processes start one sweep at once: one enqueues the grid, the others join; each trial goes to one."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", CLAIMER, url, str(DIGITS), str(trials)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(processes)]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    results = [json.loads(out) for out, _ in outs]
+    assert sum(r["created"] for r in results) == 1
+    every = [t for r in results for t in r["claimed"]]
+    assert len(every) == trials and len(set(every)) == trials, [len(r["claimed"]) for r in results]
+    assert len(trials_of(url, "race")) == trials  # the grid enqueued once
+
+
+def test_racing_workers_on_sqlite_enqueue_once_and_claim_each_trial_once(tmp_path):
+    # Optuna's own SQLite storage hands some trials to two of these processes
+    # (pysqlite begins a transaction only at its first write); sweep.connect does not.
+    race(f"sqlite:///{tmp_path / 'race.db'}")
+
+
+# ----- real sweeps ------------------------------------------------------------------------
+
+def sweep_env(tmp_path):
+    return {**os.environ, "ZOO_OUT": str(tmp_path / "exports"), "ZOO_DATA_DIR": str(DATASETS),
+            "PYTHONPATH": str(ROOT), "ZOO_SWEEP_STORAGE": ""}
+
+
+def run_sweep(tmp_path, *args, timeout=240):
+    return subprocess.run([sys.executable, "-m", "zoo", "sweep", str(DIGITS), *map(str, args)], capture_output=True,
+                          text=True, env=sweep_env(tmp_path), cwd=tmp_path, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def trials_of(url, study):
+    return optuna.load_study(study_name=study, storage=sweep.connect(url)).get_trials(deepcopy=False)
+
+
+def completed_once(trials, expected_runs):
+    complete = [t.user_attrs["zoo:run"] for t in trials if t.state.name == "COMPLETE"]
+    assert sorted(complete) == sorted(expected_runs), complete
+
+
+def check_results(folder: Path, the_plan, out: Path, failing=()):
+    """results.csv, summary.csv and results.md against the runs' own metrics.json."""
+    rows = {r["run"]: r for r in csv.DictReader(open(folder / "results.csv"))}
+    assert list(rows) == [p.run for p in the_plan.points]
+    by_combo = {}
+    for p in the_plan.points:
+        row = rows[p.run]
+        assert float(row["train.learning_rate"]) == p.values["train.learning_rate"] and int(row["seed"]) == p.seed
+        if p.values["train.learning_rate"] in failing:
+            assert row["state"] == "fail" and "TrainingError: loss became nan" in row["error"], row
+            assert not (out / p.run / "metrics.json").exists()
+            continue
+        metrics = json.loads((out / p.run / "metrics.json").read_text())
+        assert row["state"] == "complete" and Path(row["run_dir"]) == out / p.run
+        assert float(row["test_accuracy"]) == metrics["test"]["accuracy"]
+        assert float(row["test_loss"]) == metrics["test"]["loss"]
+        assert float(row["train_seconds"]) == metrics["wall_seconds"]
+        assert json.loads((out / p.run / "verify.json").read_text())["status"] == "passed"
+        assert json.loads((out / p.run / "spec.json").read_text()) == p.spec
+        by_combo.setdefault(p.values["train.learning_rate"], []).append(metrics["test"]["accuracy"])
+    summary = {float(r["train.learning_rate"]): r for r in csv.DictReader(open(folder / "summary.csv"))}
+    for lr, accs in by_combo.items():
+        assert float(summary[lr]["accuracy_mean"]) == pytest.approx(statistics.fmean(accs))
+        assert float(summary[lr]["accuracy_std"]) == pytest.approx(statistics.stdev(accs) if len(accs) > 1 else 0)
+    best_lr = max(by_combo, key=lambda lr: statistics.fmean(by_combo[lr]))
+    best_run = max((p for p in the_plan.points if p.values["train.learning_rate"] == best_lr),
+                   key=lambda p: json.loads((out / p.run / "metrics.json").read_text())["test"]["accuracy"])
+    md = (folder / "results.md").read_text()
+    mean = statistics.fmean(by_combo[best_lr])
+    assert f"Best: train.learning_rate={best_lr}: test accuracy {mean:.4f}" in md
+    assert f"its best run: {out / best_run.run} (seed {best_run.seed}" in md
+    assert (folder / "sweep.png").stat().st_size > 1000
+    return md
+
+
+def start_sweep(tmp_path, *args):
+    return subprocess.Popen([sys.executable, "-m", "zoo", "sweep", str(DIGITS), *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=sweep_env(tmp_path),
+                            cwd=tmp_path, stdin=subprocess.DEVNULL)
+
+
+def kill_a_worker_mid_trial(proc, url, study, which=lambda spec: True, timeout=180):
+    """SIGKILL the worker of the first running trial whose spec `which` accepts: (trial number, pid)."""
+    db = Path(url[len("sqlite:///"):])
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if not db.exists():
+            continue
+        try:
+            trials = trials_of(url, study)
+        except (KeyError, optuna.exceptions.StorageInternalError):  # the study is being made
+            continue
+        for t in trials:
+            if t.state.name == "RUNNING" and "zoo:worker" in t.user_attrs and which(t.user_attrs["zoo:spec"]):
+                pid = int(t.user_attrs["zoo:worker"].rsplit(":", 1)[1])
+                os.kill(pid, signal.SIGKILL)
+                return t.number, pid
+    raise AssertionError("no trial ever ran")
+
+
+@pytest.mark.slow
+def test_sqlite_sweep_with_two_workers_one_killed_mid_trial(tmp_path):
+    """Every combination once, a diverging trial failed, a SIGKILLed worker's trial retried, the tables right."""
+    grid = ["--set", "train.learning_rate=0.05,0.2,1e20", "--seeds", "0,1", "--epochs", "1"]
+    the_plan = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.2,1e20"], "0,1", fixed={"train.epochs": 1})
+    study, out = the_plan.default_study, tmp_path / "exports"
+    folder = out / "sweeps" / study
+    url = f"sqlite:///{folder / 'study.db'}"
+    proc = start_sweep(tmp_path, *grid, "--workers", "2", "--heartbeat", "1")
+    try:
+        number, pid = kill_a_worker_mid_trial(proc, url, study, lambda spec: spec["train"]["learning_rate"] < 1)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stdout + stderr
+    assert f"worker pid {pid} was killed by signal 9" in stdout
+    assert stdout.count("] digits-mlp-") == 6  # one progress line per combination
+    trials = trials_of(url, study)
+    assert len(trials) == 7  # the six combinations, and the killed one's retry
+    killed = next(t for t in trials if t.number == number)
+    assert killed.state.name == "FAIL"  # failed as stale by the other worker ...
+    retry = [t for t in trials if number in t.system_attrs.get("retry_history", [])]
+    assert len(retry) == 1 and retry[0].state.name == "COMPLETE"  # ... and run again, once
+    assert retry[0].user_attrs["zoo:run"] == killed.user_attrs["zoo:run"]
+    # every combination exactly once; the diverging ones told FAIL, and the sweep went on
+    completed_once(trials, [p.run for p in the_plan.points if p.values["train.learning_rate"] != 1e20])
+    assert sorted(t.user_attrs["zoo:run"] for t in trials if "zoo:error" in t.user_attrs) == sorted(
+        p.run for p in the_plan.points if p.values["train.learning_rate"] == 1e20)
+    assert len(list((folder / "logs").glob("worker-*.log"))) == 2
+    md = check_results(folder, the_plan, out, failing=(1e20,))
+    assert md in stdout and "2 trial(s) failed; 1 retried after their worker died" in md
+
+    # the status of the finished sweep
+    status = subprocess.run([sys.executable, "-m", "zoo", "sweep", "--status", "--study", study], capture_output=True,
+                            text=True, env=sweep_env(tmp_path), cwd=tmp_path, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith(f"{study}: 6/6 trials finished (4 complete, 2 fail)")
+
+    # a repeat runs nothing; a new study with the same points reuses the finished runs
+    ok = [p for p in the_plan.points if p.values["train.learning_rate"] != 1e20]
+    stamps = {p.run: (out / p.run / "model.keras").stat().st_mtime_ns for p in ok}
+    again = run_sweep(tmp_path, *grid)
+    assert again.returncode == 0, again.stderr
+    assert "] digits-mlp-" not in again.stdout and len(trials_of(url, study)) == 7
+    fresh = run_sweep(tmp_path, "--set", "train.learning_rate=0.05,0.2", "--seeds", "0,1", "--epochs", "1",
+                      "--study", "again", "--workers", "2")
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.count("(reused)") == 2 * 4  # progress lines and the table
+    assert {p.run: (out / p.run / "model.keras").stat().st_mtime_ns for p in ok} == stamps
+
+
+# ----- a real PostgreSQL --------------------------------------------------------------------
+
+def _pg_bin():
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[4]))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throwaway PostgreSQL server on a free port of 127.0.0.1; yields its URL; always stopped."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("needs PostgreSQL's initdb and pg_ctl (/usr/lib/postgresql/<ver>/bin); install Debian's "
+                    "postgresql package (.ci/setup-postgres.sh does) to run it")
+    pytest.importorskip("psycopg2", reason="needs psycopg2: pip install -e '.[sweep]'")
+    as_root = os.geteuid() == 0
+    folder = Path(tempfile.mkdtemp(prefix="zoo-pg-"))  # not under pytest's 0700 tmp: user postgres must reach it
+    if as_root:
+        shutil.chown(folder, "postgres", "postgres")
+
+    def pg(*cmd, check=True):
+        cmd = [str(bin_dir / cmd[0]), *cmd[1:]]
+        if as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=60, cwd=folder)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = False
+    try:
+        pg("initdb", "-D", f"{folder}/data", "-U", "zoo", "--auth=trust", "--no-sync", "-E", "UTF8")
+        pg("pg_ctl", "-D", f"{folder}/data", "-l", f"{folder}/log", "-w", "-t", "60",
+           "-o", f"-p {port} -h 127.0.0.1 -k {folder} -F", "start")
+        started = True
+        pg("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "zoo", "sweeps")
+        yield f"postgresql://zoo@127.0.0.1:{port}/sweeps"
+    finally:
+        if started:
+            pg("pg_ctl", "-D", f"{folder}/data", "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_racing_workers_on_postgresql_enqueue_once_and_claim_each_trial_once(postgres):
+    race(postgres)
+
+
+@pytest.mark.slow
+def test_postgresql_sweep_with_two_workers(tmp_path, postgres):
+    the_plan = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.2"], "0", fixed={"train.epochs": 1})
+    done = run_sweep(tmp_path, "--set", "train.learning_rate=0.05,0.2", "--epochs", "1", "--workers", "2",
+                     "--storage", postgres, "--study", "pg")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "in postgresql+psycopg2://zoo@127.0.0.1" in done.stdout
+    out = tmp_path / "exports"
+    completed_once(trials_of(postgres, "pg"), [p.run for p in the_plan.points])
+    check_results(out / "sweeps" / "pg", the_plan, out)
+    assert not (out / "sweeps" / "pg" / "study.db").exists()
+    # a second machine running the same command joins the finished sweep; another grid is refused
+    status = subprocess.run([sys.executable, "-m", "zoo", "sweep", "--status", "--storage", postgres],
+                            capture_output=True, text=True, env=sweep_env(tmp_path), cwd=tmp_path, timeout=60)
+    assert status.returncode == 0 and "pg: 2/2 trials finished (2 complete)" in status.stdout, status.stderr
+    other = run_sweep(tmp_path, "--set", "train.learning_rate=0.05,0.3", "--epochs", "1", "--storage", postgres,
+                      "--study", "pg")
+    assert other.returncode == 2 and "study pg holds another sweep" in other.stderr, other.stderr
