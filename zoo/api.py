@@ -190,10 +190,11 @@ def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:
 def run(spec: SpecLike, *, out=None, data_dir=None, device=None, backend=None,
         log: Optional[Callable[[str], None]] = None, quiet=None, **overrides) -> dict:
     """Build, train, export and verify a spec. Returns {"run", "metrics", "verify"}."""
+    unknown = set(overrides) - set(TRAIN_OVERRIDES)
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(sorted(unknown))}; valid: {', '.join(TRAIN_OVERRIDES)}")
     spec = load_spec(spec)
     metrics = train(spec, out=out, data_dir=data_dir, device=device, backend=backend, log=log, quiet=quiet,
-                    **{k: overrides.pop(k) for k in TRAIN_OVERRIDES if k in overrides})
-    if overrides:
-        raise UsageError(f"unknown option(s) {', '.join(sorted(overrides))}")
+                    **overrides)
     report = export(runs.run_dir(spec.name, out), out=out, data_dir=data_dir, log=log)
     return {"run": runs.run_dir(spec.name, out), "metrics": metrics, "verify": report}

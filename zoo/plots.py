@@ -22,6 +22,17 @@ PREDICTIONS_TITLE = "each image: true label (top line) / predicted label (bottom
 
 def curves(history, spec, path):
     """Train loss, train accuracy and test accuracy per epoch (MSE and MAE for regression)."""
+    _save(curves_figure(history, spec), path)
+
+
+def _save(fig, path):
+    plt = _pyplot()
+    with runs.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def curves_figure(history, spec):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     epochs = [h["epoch"] for h in history]
@@ -41,13 +52,15 @@ def curves(history, spec, path):
     if not spec.is_classifier:
         ax.set_yscale("log")
     fig.tight_layout()
-    with runs.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    return fig
 
 
 def predictions(images, y_true, y_pred, class_names, path, columns=9):
     """A grid of test images titled 'true: X' over 'pred: Y', as d2l's predict_ch3 (which leaves the lines unnamed)."""
+    _save(predictions_figure(images, y_true, y_pred, class_names, columns), path)
+
+
+def predictions_figure(images, y_true, y_pred, class_names, columns=9):
     plt = _pyplot()
     rows = max(1, -(-len(images) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.6), dpi=100, squeeze=False)
@@ -60,6 +73,4 @@ def predictions(images, y_true, y_pred, class_names, path, columns=9):
                      color="black" if t == p else "red")
     fig.suptitle(PREDICTIONS_TITLE, fontsize=9)
     fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.80, wspace=0.15, hspace=0.7)  # tight_layout: 0.5 s
-    with runs.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    return fig

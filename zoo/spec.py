@@ -328,6 +328,8 @@ def _clean_loc(loc, unknown_key=False) -> tuple:
         elif cls is not None and part in cls.model_fields:
             out.append(part)
             cls = _model_in(cls.model_fields[part].annotation)
+        elif cls is not None and part == cls.__name__:  # a union's model member (kernel_initializer)
+            continue
         elif (unknown_key and i == len(loc) - 1) or not _is_tag(part):
             out.append(part)
             cls = None
