@@ -356,3 +356,20 @@ def test_predictions_say_which_line_is_the_truth():
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[2] == "true: 3\npred: 0" and titles[0] == "true: 1\npred: 1"
     assert [ax.title.get_color() for ax in fig.axes[:4]] == ["black", "black", "red", "black"]
+
+
+# ----- onnxruntime's CUDA provider only when it really runs ----------------------------------
+
+def test_providers_fall_back_to_the_cpu_quietly_without_a_driver(capsys):
+    import ctypes
+
+    from zoo.verify import providers
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+        pytest.skip("a CUDA driver is installed here: providers() would probe the GPU")
+    except OSError:
+        pass
+    assert providers() == ["CPUExecutionProvider"]
+    assert providers() is not providers()  # a copy each time: callers may not change the decision
+    assert capsys.readouterr() == ("", "")
