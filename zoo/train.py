@@ -156,6 +156,13 @@ def epoch_permutation(n, seed, epoch):
 EVAL_BATCH = 4096
 
 
+def len_of(x):
+    """The batch size of a tensor, as float32 (in-graph)."""
+    import tensorflow as tf
+
+    return tf.cast(tf.shape(x)[0], tf.float32)
+
+
 class CompiledEpochs:
     """TensorFlow backend: one tf.function call trains one whole epoch.
 
@@ -172,55 +179,71 @@ class CompiledEpochs:
         self.model, self.spec = model, spec
         self.classifier = spec.is_classifier
         self.x, self.y = tf.constant(x_train), tf.constant(y_train)
-        self.loss_fn, _ = _loss_and_metric(spec)
         self.optimizer = model.optimizer
         self.optimizer.build(model.trainable_variables)
         self._epoch = tf.function(self._train_epoch, jit_compile=False)
         self._eval = tf.function(self._evaluate, jit_compile=False)
         self._eval_data = {}
 
-    def _metric_sum(self, y, out):
-        import keras
+    # The model call, the gradients and the update run outside autograph (as Keras's own
+    # train step does): only the loop itself is converted, which keeps tracing short.
+    def _loss_and_metric(self, y, out):
+        """(mean loss, summed accuracy or absolute error): plain TF ops, the math Keras's
+        SparseCategoricalCrossentropy(from_logits) / MSE and accuracy / MAE compute."""
         import tensorflow as tf
 
         if self.classifier:
-            per_example = keras.metrics.sparse_categorical_accuracy(y, out)
-        else:
-            per_example = keras.metrics.mean_absolute_error(y, out)
-        return tf.reduce_sum(tf.cast(per_example, tf.float32))
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, out))
+            right = tf.equal(tf.argmax(out, axis=-1, output_type=y.dtype), y)
+            return loss, tf.reduce_sum(tf.cast(right, tf.float32))
+        error = y - out
+        return tf.reduce_mean(tf.square(error)), tf.reduce_sum(tf.reduce_mean(tf.abs(error), axis=-1))
+
+    def _step(self, xb, yb):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            out = self.model(xb, training=True)
+            loss, metric = self._loss_and_metric(yb, out)
+        return loss, metric, tape.gradient(loss, self.model.trainable_variables)
+
+    def _apply(self, grads):
+        self.optimizer.apply(grads, self.model.trainable_variables)
 
     def _train_epoch(self, order, batch_size):
         import tensorflow as tf
 
-        model, opt, variables = self.model, self.optimizer, self.model.trainable_variables
+        step_fn = tf.autograph.experimental.do_not_convert(self._step)
+        apply_fn = tf.autograph.experimental.do_not_convert(self._apply)
         n = tf.shape(order)[0]
         steps = (n + batch_size - 1) // batch_size
         loss_sum, metric_sum = tf.constant(0.0), tf.constant(0.0)
         bad_step, bad_loss = tf.constant(0), tf.constant(0.0)
         for step in tf.range(steps):
             idx = order[step * batch_size:tf.minimum((step + 1) * batch_size, n)]
-            xb, yb = tf.gather(self.x, idx), tf.gather(self.y, idx)
-            with tf.GradientTape() as tape:
-                out = model(xb, training=True)
-                loss = self.loss_fn(yb, out)
-            if not tf.math.is_finite(loss):
+            loss, metric, grads = step_fn(tf.gather(self.x, idx), tf.gather(self.y, idx))
+            if not tf.math.is_finite(loss):  # stop before this step's update
                 bad_step, bad_loss = step + 1, loss
                 break
-            opt.apply(tape.gradient(loss, variables), variables)
+            apply_fn(grads)
             loss_sum += loss * tf.cast(tf.shape(idx)[0], tf.float32)
-            metric_sum += self._metric_sum(yb, out)
+            metric_sum += metric
         return loss_sum, metric_sum, bad_step, bad_loss
+
+    def _eval_batch(self, xb, yb):
+        loss, metric = self._loss_and_metric(yb, self.model(xb, training=False))
+        return loss * len_of(xb), metric
 
     def _evaluate(self, x, y):
         import tensorflow as tf
 
+        eval_fn = tf.autograph.experimental.do_not_convert(self._eval_batch)
         n = tf.shape(x)[0]
         loss_sum, metric_sum = tf.constant(0.0), tf.constant(0.0)
         for i in tf.range((n + EVAL_BATCH - 1) // EVAL_BATCH):
-            xb, yb = x[i * EVAL_BATCH:(i + 1) * EVAL_BATCH], y[i * EVAL_BATCH:(i + 1) * EVAL_BATCH]
-            out = self.model(xb, training=False)
-            loss_sum += self.loss_fn(yb, out) * tf.cast(tf.shape(xb)[0], tf.float32)
-            metric_sum += self._metric_sum(yb, out)
+            loss, metric = eval_fn(x[i * EVAL_BATCH:(i + 1) * EVAL_BATCH], y[i * EVAL_BATCH:(i + 1) * EVAL_BATCH])
+            loss_sum += loss
+            metric_sum += metric
         return loss_sum, metric_sum
 
     def train_epoch(self, order, batch_size) -> dict:
