@@ -235,8 +235,8 @@ def run_torch(spec, ds):
             trainer.zero_grad()
             l.mean().backward()
             trainer.step()
-            metric[0] += float(l.sum())
-            metric[1] += float((y_hat.argmax(dim=1) == y).sum())
+            metric[0] += float(l.detach().sum())
+            metric[1] += float((y_hat.detach().argmax(dim=1) == y).sum())
             metric[2] += y.numel()
         acc = evaluate_accuracy()
     return {"fit": time.perf_counter() - started, "accuracy": acc}
@@ -254,6 +254,8 @@ def main(argv=None):
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ZOO_DATA_DIR", DEFAULT_DATA)))
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed 1-epoch run of each method")
     p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column even where torch is installed")
+    p.add_argument("--torch-repeats", type=int, default=None,
+                   help="timed runs of the PyTorch peer (default: --repeats; it is the slowest by far)")
     p.add_argument("--plain-determinism", action="store_true",
                    help="leave TF op determinism on for plain fit too (zoo always turns it on)")
     args = p.parse_args(argv)
@@ -262,7 +264,8 @@ def main(argv=None):
     print(f"machine: {machine()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average at start: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"settings: repeats {args.repeats}, epochs {args.epochs or 'from spec'}, data {args.data_dir}, "
+    print(f"settings: repeats {args.repeats} (torch: {args.torch_repeats or args.repeats}), "
+          f"epochs {args.epochs or 'from spec'}, data {args.data_dir}, "
           f"plain-fit op determinism {'on' if args.plain_determinism else 'off'}", flush=True)
 
     methods = ["hand", "zoo", "plain"] + (["torch"] if torch is not None and not args.no_torch else [])
@@ -280,13 +283,17 @@ def main(argv=None):
 
     if not args.no_warmup:
         for method in methods:
-            run(method, with_epochs(specs[0], 1))
+            if method != "torch":  # (torch has no graph to trace; its first epoch is no slower)
+                run(method, with_epochs(specs[0], 1))
+    torch_repeats = args.repeats if args.torch_repeats is None else args.torch_repeats
 
     results = {s.name: {m: [] for m in methods} for s in specs}
     for r in range(args.repeats):
         for s in specs:
             order = methods[r % len(methods):] + methods[:r % len(methods)]
             for method in order:
+                if method == "torch" and r >= torch_repeats:
+                    continue
                 out = run(method, s)
                 extra = f" train() {out['total']:.2f}s" if "total" in out else ""
                 print(f"  repeat {r + 1} {s.name} {method}: fit {out['fit']:.2f}s{extra} acc {out['accuracy']:.4f}",

@@ -127,15 +127,16 @@ def test_schedules_give_the_right_rate_per_epoch():
 
 
 def test_schedule_is_applied_and_recorded_and_survives_resume(keras, tmp_path):
+    # with momentum: the resumed optimizer, rebuilt from the spec, must carry its buffers over
     schedule = {"kind": "step", "step_size": 2, "gamma": 0.5}
-    _train(_spec(epochs=5, schedule=schedule), tmp_path / "whole")
+    _train(_spec(epochs=5, schedule=schedule, momentum=0.9), tmp_path / "whole")
     got = [h["learning_rate"] for h in _history(tmp_path / "whole")]
     assert got == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025], rel=1e-6)  # read back from the optimizer
     constant = tmp_path / "constant"
-    _train(_spec(epochs=5), constant)
+    _train(_spec(epochs=5, momentum=0.9), constant)
     assert _history(constant)[2]["loss"] != _history(tmp_path / "whole")[2]["loss"]  # it changed the training
-    _train(_spec(epochs=3, schedule=schedule), tmp_path / "split")
-    _train(_spec(epochs=5, schedule=schedule), tmp_path / "split", resume=True)
+    _train(_spec(epochs=3, schedule=schedule, momentum=0.9), tmp_path / "split")
+    _train(_spec(epochs=5, schedule=schedule, momentum=0.9), tmp_path / "split", resume=True)
     strip = lambda run: [{k: v for k, v in h.items() if k != "seconds"} for h in _history(run)]  # noqa: E731
     assert strip(tmp_path / "split") == strip(tmp_path / "whole")
 
@@ -171,10 +172,20 @@ def test_early_stopping_on_loss_keeps_going_while_it_improves(keras, tmp_path):
 
 # ----- honest resume -------------------------------------------------------------------------------
 
-@pytest.fixture
-def three_epochs(keras, tmp_path):
-    run = tmp_path / "exports" / "digits-softmax"
+@pytest.fixture(scope="module")
+def trained_three_epochs(keras, tmp_path_factory):
+    run = tmp_path_factory.mktemp("template") / "digits-softmax"
     _train(_spec(epochs=3), run)
+    return run
+
+
+@pytest.fixture
+def three_epochs(trained_three_epochs, tmp_path):
+    """A copy of a run trained for 3 of its epochs."""
+    import shutil
+
+    run = tmp_path / "exports" / "digits-softmax"
+    shutil.copytree(trained_three_epochs, run)
     return run
 
 
@@ -202,17 +213,20 @@ def test_resume_refuses_a_changed_model_or_dataset_naming_the_keys(three_epochs,
     assert ((three_epochs / "history.json").read_bytes(), (three_epochs / "spec.json").read_bytes()) == before
 
 
-def test_resume_refusal_from_the_cli_exits_2_with_one_line(zoo, tmp_path):
-    spec = write_spec(tmp_path, _spec(epochs=2))
-    assert zoo("train", spec, "--quiet").returncode == 0
+def test_resume_refusal_from_the_cli_exits_2_with_one_line(three_epochs, tmp_path):
+    from click.testing import CliRunner
+
+    from zoo.cli import main
+
     changed = _spec(epochs=4)
     changed["model"]["input_shape"] = [64]
     changed["data"]["dataset"] = "npz"
     changed["data"]["path"] = "x.npz"
-    done = zoo("train", write_spec(tmp_path, changed, "changed.json"), "--resume")
-    assert done.returncode == 2, done.stderr
+    done = CliRunner().invoke(main, ["train", str(write_spec(tmp_path, changed, "changed.json")), "--resume",
+                                     "--out", str(three_epochs.parent)])
+    assert done.exit_code == 2, (done.output, done.exception)
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in done.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "Traceback" not in done.output
     for key in ("model.input_shape", "data.dataset", "data.path"):
         assert key in lines[0]
 
