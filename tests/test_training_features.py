@@ -64,7 +64,11 @@ def test_he_normal_is_pytorchs_kaiming_normal(keras):
     assert w.std() == pytest.approx(std, rel=0.02)
     # untruncated: a normal puts 1.24% of its mass beyond 2.5 sd (Keras's HeNormal truncates at 2 sd)
     assert np.mean(np.abs(w) > 2.5 * std) == pytest.approx(0.0124, abs=0.002)
+
+
+def test_he_normal_beside_torchs_own_draw(keras):
     torch = pytest.importorskip("torch", reason="torch is not installed (pip install torch) for the side-by-side draw")
+    w = _kernel(keras, "he_normal")
     t = torch.empty(2000, 64)
     torch.nn.init.kaiming_normal_(t)  # PyTorch's (out, in) layout: fan_in = 64
     assert w.std() == pytest.approx(float(t.std()), rel=0.03)
