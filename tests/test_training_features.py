@@ -391,3 +391,19 @@ def test_providers_fall_back_to_the_cpu_quietly_without_a_driver(capsys):
     assert providers() == ["CPUExecutionProvider"]
     assert providers() is not providers()  # a copy each time: callers may not change the decision
     assert capsys.readouterr() == ("", "")
+
+
+def test_the_torch_backend_trains_through_model_fit_in_the_same_order(zoo, tmp_path):
+    pytest.importorskip("torch", reason="torch is not installed; `pip install torch` runs this on Keras's torch backend")
+    spec = write_spec(tmp_path, _spec(epochs=2))
+    done = zoo("train", spec, "--backend", "torch", "--quiet")
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "exports" / "digits-softmax"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert (metrics["backend"], metrics["trainer"], metrics["epochs"]) == ("torch", "FitEpochs", 2)
+    assert metrics["test"]["accuracy"] > 0.6
+    done = zoo("train", run, "--backend", "torch", "--resume", "--epochs", "3", "--learning-rate", "0.05", "--quiet")
+    assert done.returncode == 0, done.stderr
+    history = _history(run)
+    assert [h["learning_rate"] for h in history] == pytest.approx([0.1, 0.1, 0.05])
+    assert history[2]["changed_on_resume"] == {"train.learning_rate": [0.1, 0.05]}
