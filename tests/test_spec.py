@@ -38,7 +38,10 @@ def test_defaults_filled_from_one_place():
             "data": {"dataset": "digits"}}
     resolved = resolve(validate(data))
     assert resolved["train"] == {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.0, "weight_decay": None,
-                                 "batch_size": 256, "epochs": 10, "seed": 0, "validation": "test"}
+                                 "batch_size": 256, "epochs": 10, "seed": 0, "validation": "test",
+                                 "early_stopping": None,
+                                 "schedule": {"kind": "constant", "step_size": None, "gamma": None, "min_learning_rate": None}}
+    assert resolved["model"]["kernel_initializer"] == "glorot_uniform"
     assert resolved["export"] == {"opset": 17, "atol": 1e-4, "rtol": 1e-3}
 
 
@@ -92,6 +95,24 @@ MALFORMED = [
     ("synthetic-shape", LIN, [(("model", "input_shape"), [3])], "model.input_shape", "shape [2]"),
     ("hidden-not-list", MLP, [(("model", "hidden"), {"units": 3})], "model.hidden", "list"),
     ("validation-bad", MLP, [(("train", "validation"), 1.5)], "train.validation", "received 1.5"),
+    # kernel_initializer, leaky_relu's slope, early stopping, schedules (check_training_extras)
+    ("bad-initializer", MLP, [(("model", "kernel_initializer"), "orthogonal")], "model.kernel_initializer", "he_normal"),
+    ("initializer-object-name", MLP, [(("model", "kernel_initializer"), {"name": "he_normal", "stddev": 1})],
+     "model.kernel_initializer.name", "random_normal"),
+    ("stddev-zero", MLP, [(("model", "kernel_initializer"), {"name": "random_normal", "stddev": 0})],
+     "model.kernel_initializer.stddev", "greater than 0"),
+    ("slope-on-relu", MLP, [(("model", "hidden", 0, "negative_slope"), 0.1)], "model.hidden[0].negative_slope",
+     "only activation 'leaky_relu' takes negative_slope"),
+    ("gamma-on-cosine", MLP, [(("train", "schedule"), {"kind": "cosine", "gamma": 0.5})], "train.schedule.gamma",
+     "only schedule kind 'step' takes gamma"),
+    ("min-lr-above-lr", MLP, [(("train", "schedule"), {"kind": "cosine", "min_learning_rate": 1.0})],
+     "train.schedule.min_learning_rate", "must not exceed"),
+    ("bad-schedule", MLP, [(("train", "schedule"), {"kind": "exponential"})], "train.schedule.kind", "cosine"),
+    ("early-stopping-without-validation", MLP, [(("train", "validation"), "none"), (("train", "early_stopping"), {"patience": 2})],
+     "train.early_stopping.monitor", "needs validation"),
+    ("early-stopping-mae-on-classifier", MLP, [(("train", "early_stopping"), {"monitor": "val_mae"})],
+     "train.early_stopping.monitor", "not mae"),
+    ("patience-zero", MLP, [(("train", "early_stopping"), {"patience": 0})], "train.early_stopping.patience", "greater than or equal to 1"),
 ]
 
 
@@ -127,9 +148,9 @@ def test_a_dozen_errors_are_reported_at_once():
 def test_every_cross_field_check_has_a_case():
     """Each named check is exercised by at least one malformed case above."""
     words = " ".join(c[4] for c in MALFORMED)
-    assert len(CHECKS) == 7
+    assert len(CHECKS) == 8
     for phrase in ["takes no num_classes", "expected 10 names", "at least one hidden layer", "give its path",
-                   "[28, 28]", "takes no momentum"]:
+                   "[28, 28]", "takes no momentum", "needs validation"]:
         assert phrase in words
 
 

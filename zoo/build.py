@@ -5,7 +5,7 @@ model and its ONNX export take the dataset's raw examples. Model code uses Keras
 ops only, so the same model runs on the tensorflow, jax and torch backends.
 
 Layer names are stable: `input`, `rescale`, `flatten`, `standardize`, `hidden_1`,
-`dropout_1`, ..., and `logits` (classifiers) or `predictions` (linear).
+`leaky_relu_1` (leaky_relu only), `dropout_1`, ..., and `logits` (classifiers) or `predictions` (linear).
 """
 
 from __future__ import annotations
@@ -43,6 +43,25 @@ class Standardize(keras.layers.Layer):
         return (x - self.mean) / self.std
 
 
+DEFAULT_NEGATIVE_SLOPE = 0.01  # PyTorch's nn.LeakyReLU default, which the seeds use
+
+
+def kernel_initializer(spec: Spec):
+    """The Keras initializer for every Dense kernel of the spec's model.
+
+    he_normal is PyTorch's `kaiming_normal_` (fan_in, gain sqrt(2)): N(0, 2 / fan_in),
+    untruncated. Keras's own "he_normal" draws from a truncated normal, so it is not used.
+    random_normal is N(0, stddev^2), d2l's `normal(0, 0.01)`.
+    """
+    init = spec.model.kernel_initializer
+    if init == "glorot_uniform":
+        return keras.initializers.GlorotUniform()
+    if init == "he_normal":
+        return keras.initializers.VarianceScaling(scale=2.0, mode="fan_in", distribution="untruncated_normal")
+    stddev = 0.01 if init == "random_normal" else init.stddev
+    return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
+
+
 def build_model(spec: Spec) -> keras.Model:
     """Build the (untrained) Keras model a spec describes. The spec's seed fixes the weights."""
     keras.utils.set_random_seed(spec.train.seed)
@@ -58,13 +77,19 @@ def build_model(spec: Spec) -> keras.Model:
     if pre.standardize:
         x = Standardize(name="standardize")(x)
     for i, layer in enumerate(m.hidden, start=1):
-        x = keras.layers.Dense(layer.units, activation=layer.activation, use_bias=m.use_bias, name=f"hidden_{i}")(x)
+        leaky = layer.activation == "leaky_relu"
+        x = keras.layers.Dense(layer.units, activation=None if leaky else layer.activation, use_bias=m.use_bias,
+                               kernel_initializer=kernel_initializer(spec), name=f"hidden_{i}")(x)
+        if leaky:  # a layer of its own: Dense's "leaky_relu" would fix the slope at Keras's 0.2
+            slope = DEFAULT_NEGATIVE_SLOPE if layer.negative_slope is None else layer.negative_slope
+            x = keras.layers.LeakyReLU(negative_slope=slope, name=f"leaky_relu_{i}")(x)
         if layer.dropout:
             x = keras.layers.Dropout(layer.dropout, seed=spec.train.seed + i, name=f"dropout_{i}")(x)
     # No activation on the output: classifiers emit logits (the softmax belongs to the
     # loss, from_logits=True, and to the exported graph's `probabilities` output).
     out_name = "logits" if spec.is_classifier else "predictions"
-    outputs = keras.layers.Dense(spec.num_outputs, use_bias=m.use_bias, name=out_name)(x)
+    outputs = keras.layers.Dense(spec.num_outputs, use_bias=m.use_bias, kernel_initializer=kernel_initializer(spec),
+                                 name=out_name)(x)
     return keras.Model(inputs, outputs, name=spec.name.replace("-", "_"))
 
 

@@ -14,8 +14,25 @@ def _pyplot():
     return plt
 
 
+Y_LABEL_CLASSIFIER = "loss (cross-entropy) / accuracy"
+Y_LABEL_REGRESSION = "loss (MSE, log scale)"
+TRUE_PREFIX, PRED_PREFIX = "true: ", "pred: "
+PREDICTIONS_TITLE = "each image: true label (top line) / predicted label (bottom line, red when wrong)"
+
+
 def curves(history, spec, path):
     """Train loss, train accuracy and test accuracy per epoch (MSE and MAE for regression)."""
+    _save(curves_figure(history, spec), path)
+
+
+def _save(fig, path):
+    plt = _pyplot()
+    with runs.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def curves_figure(history, spec):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     epochs = [h["epoch"] for h in history]
@@ -24,20 +41,26 @@ def curves(history, spec, path):
     for key in keys:
         if history and key in history[0]:
             ax.plot(epochs, [h[key] for h in history], marker="o", markersize=3, label=labels[key])
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # ticks on whole epochs only
+    ax.set_ylabel(Y_LABEL_CLASSIFIER if spec.is_classifier else Y_LABEL_REGRESSION)
     ax.set_title(spec.name)
     ax.grid(True, alpha=0.3)
     ax.legend()
     if not spec.is_classifier:
         ax.set_yscale("log")
     fig.tight_layout()
-    with runs.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    return fig
 
 
 def predictions(images, y_true, y_pred, class_names, path, columns=9):
-    """A grid of test images titled 'true\\npred', as d2l's predict_ch3."""
+    """A grid of test images titled 'true: X' over 'pred: Y', as d2l's predict_ch3 (which leaves the lines unnamed)."""
+    _save(predictions_figure(images, y_true, y_pred, class_names, columns), path)
+
+
+def predictions_figure(images, y_true, y_pred, class_names, columns=9):
     plt = _pyplot()
     rows = max(1, -(-len(images) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.6), dpi=100, squeeze=False)
@@ -46,8 +69,8 @@ def predictions(images, y_true, y_pred, class_names, path, columns=9):
         ax.axis("off")
     for ax, img, t, p in zip(axes.flat, images, y_true, y_pred):
         ax.imshow(img, cmap="gray_r" if img.max() <= 16 else "gray")
-        ax.set_title(f"{names[int(t)]}\n{names[int(p)]}", fontsize=7, color="black" if t == p else "red")
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.88, wspace=0.1, hspace=0.6)  # tight_layout: 0.5 s
-    with runs.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+        ax.set_title(f"{TRUE_PREFIX}{names[int(t)]}\n{PRED_PREFIX}{names[int(p)]}", fontsize=7,
+                     color="black" if t == p else "red")
+    fig.suptitle(PREDICTIONS_TITLE, fontsize=9)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.80, wspace=0.15, hspace=0.7)  # tight_layout: 0.5 s
+    return fig

@@ -42,7 +42,22 @@ class Hidden(_Strict):
 
     units: PositiveInt = Field(le=65536)
     activation: Literal["relu", "sigmoid", "tanh", "gelu", "elu", "selu", "swish", "leaky_relu"] = "relu"
+    # leaky_relu only: the slope for x < 0; default 0.01, PyTorch's nn.LeakyReLU default (Keras's is 0.2).
+    negative_slope: Optional[Annotated[float, Field(ge=0.0, lt=1.0)]] = None
     dropout: Fraction = 0.0  # applied after the activation; d2l's MLP uses none
+
+
+class RandomNormal(_Strict):
+    """N(0, stddev^2) weights, untruncated: d2l's `normal(0, 0.01)`."""
+
+    name: Literal["random_normal"]
+    stddev: Annotated[float, Field(gt=0.0, le=10.0)] = 0.01
+
+
+# glorot_uniform: Keras's (and d2l's TensorFlow code's) default; he_normal: PyTorch's
+# kaiming_normal_ (N(0, 2/fan_in), untruncated); random_normal: N(0, 0.01^2) unless an
+# object {"name": "random_normal", "stddev": s} says otherwise.
+KernelInitializer = Union[Literal["glorot_uniform", "he_normal", "random_normal"], RandomNormal]
 
 
 class Model(_Strict):
@@ -56,6 +71,7 @@ class Model(_Strict):
     hidden: list[Hidden] = Field(default_factory=list, max_length=64)  # mlp only
     outputs: Optional[Annotated[int, Field(ge=1, le=100_000, strict=True)]] = None  # linear only; default 1
     use_bias: bool = True
+    kernel_initializer: KernelInitializer = "glorot_uniform"  # every Dense layer's weights; biases start at 0
 
 
 class Preprocessing(_Strict):
@@ -88,6 +104,28 @@ class Data(_Strict):
     preprocessing: Preprocessing = Field(default_factory=Preprocessing)
 
 
+class EarlyStopping(_Strict):
+    """Stop when `monitor` has not improved for `patience` epochs; keep the best epoch's weights."""
+
+    monitor: Literal["val_loss", "val_accuracy", "val_mae", "loss", "accuracy", "mae"] = "val_loss"
+    patience: Annotated[int, Field(ge=1, le=100_000, strict=True)] = 3
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0  # a smaller change is no improvement
+
+
+class Schedule(_Strict):
+    """The learning rate of each epoch e (0-based) of E = train.epochs.
+
+    constant: learning_rate; step: learning_rate * gamma ** (e // step_size) (PyTorch's
+    StepLR); cosine: min_learning_rate + (learning_rate - min_learning_rate) * (1 + cos(pi e / E)) / 2
+    (PyTorch's CosineAnnealingLR with T_max = E).
+    """
+
+    kind: Literal["constant", "step", "cosine"] = "constant"
+    step_size: Optional[Annotated[int, Field(ge=1, le=100_000, strict=True)]] = None  # step only; default 1
+    gamma: Optional[Annotated[float, Field(gt=0.0, le=1.0)]] = None  # step only; default 0.1
+    min_learning_rate: Optional[Annotated[float, Field(ge=0.0)]] = None  # cosine only; default 0
+
+
 class Train(_Strict):
     optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = "sgd"
     learning_rate: Annotated[float, Field(gt=0.0)] = 0.1  # d2l's SGD setting
@@ -99,6 +137,8 @@ class Train(_Strict):
     # "test": evaluate on the test set after every epoch, as d2l does; a fraction holds
     # out that share of the training set instead; "none" skips per-epoch validation.
     validation: Union[Literal["test", "none"], Annotated[float, Field(gt=0.0, lt=1.0)]] = "test"
+    early_stopping: Optional[EarlyStopping] = None  # none: train every epoch
+    schedule: Schedule = Field(default_factory=Schedule)
 
 
 class Export(_Strict):
@@ -221,8 +261,31 @@ def check_preprocessing(spec):
         yield "data.preprocessing", "synthetic_linear data is already standard normal; remove preprocessing"
 
 
+def check_training_extras(spec):
+    t, m = spec.train, spec.model
+    sched = t.schedule
+    if sched.kind != "step":
+        for key in ("step_size", "gamma"):
+            if getattr(sched, key) is not None:
+                yield f"train.schedule.{key}", f"only schedule kind 'step' takes {key}; remove it or use kind 'step'"
+    if sched.kind != "cosine" and sched.min_learning_rate is not None:
+        yield "train.schedule.min_learning_rate", "only schedule kind 'cosine' takes min_learning_rate"
+    if sched.min_learning_rate is not None and sched.min_learning_rate > t.learning_rate:
+        yield "train.schedule.min_learning_rate", f"must not exceed train.learning_rate ({t.learning_rate})"
+    es = t.early_stopping
+    if es is not None:
+        if es.monitor.startswith("val_") and t.validation == "none":
+            yield "train.early_stopping.monitor", f"{es.monitor} needs validation; set train.validation or monitor 'loss'"
+        wanted = "accuracy" if spec.is_classifier else "mae"
+        if es.monitor.endswith(("accuracy", "mae")) and not es.monitor.endswith(wanted):
+            yield "train.early_stopping.monitor", f"a {m.kind} model reports loss and {wanted}, not {es.monitor.removeprefix('val_')}"
+    for i, layer in enumerate(m.hidden):
+        if layer.activation != "leaky_relu" and layer.negative_slope is not None:
+            yield f"model.hidden[{i}].negative_slope", "only activation 'leaky_relu' takes negative_slope"
+
+
 CHECKS = [check_classifier_fields, check_class_names, check_hidden, check_data_source,
-          check_data_matches_model, check_optimizer, check_preprocessing]
+          check_data_matches_model, check_optimizer, check_preprocessing, check_training_extras]
 
 
 # ----- loading ------------------------------------------------------------------------
@@ -265,6 +328,8 @@ def _clean_loc(loc, unknown_key=False) -> tuple:
         elif cls is not None and part in cls.model_fields:
             out.append(part)
             cls = _model_in(cls.model_fields[part].annotation)
+        elif cls is not None and part == cls.__name__:  # a union's model member (kernel_initializer)
+            continue
         elif (unknown_key and i == len(loc) - 1) or not _is_tag(part):
             out.append(part)
             cls = None

@@ -1,10 +1,12 @@
 """Training: spec + data -> a trained model, its history, metrics, checkpoints and plots.
 
 Speed: for models this small Keras's per-step overhead, not arithmetic, sets the
-time. So the training set stays resident as tensors, batches are gathered in-graph
-from a per-epoch permutation, and `steps_per_execution` runs many steps per call
-(Keras compiles them into one while-loop), with XLA off on CPU, where it was slower
-(measured: benchmarks/RESULTS.md, "XLA on CPU").
+time. So on the TensorFlow backend zoo runs its own compiled epoch (CompiledEpochs):
+the training set stays resident as tensors and one tf.function call gathers every
+batch of an epoch from its permutation and applies the Keras optimizer, as a
+hand-written TF loop does (benchmarks/train_bench.py measures both), with XLA off on
+CPU, where it was slower (benchmarks/RESULTS.md, "XLA on CPU"). The jax and torch
+backends run `model.fit` one epoch at a time (FitEpochs) in the same order.
 
 Reproducibility: the seed fixes the initial weights, and the permutation of epoch e
 is a pure function of (seed, e), so a resumed run sees the same batches as an
@@ -12,7 +14,11 @@ uninterrupted one; TensorFlow op determinism is on.
 
 Durability: after each epoch the checkpoint `checkpoints/epoch-NNNN.keras` is written
 (atomically), then `history.json`; `--resume` continues from the epoch history.json
-names. A NaN/inf loss stops training at once and keeps the last good checkpoint.
+names, refusing a spec whose model, data or seed differ from the run's and applying
+changed optimizer settings for real (the optimizer is rebuilt, its state carried).
+A NaN/inf loss stops training at once and keeps the last good checkpoint.
+Early stopping and the learning-rate schedule are functions of history.json and the
+epoch number, so a resumed run takes the same decisions as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import runs
-from .errors import TrainingError, UsageError
+from .errors import DataError, TrainingError, UsageError
 from .spec import Spec
 
 MIN_STEPS_PER_EXECUTION = 16  # steps per compiled call: amortizes Python overhead, keeps the progress bar live
@@ -95,11 +101,22 @@ def make_optimizer(t):
     return {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW}[t.optimizer](**kw)
 
 
+def learning_rate_at(t, epoch: int) -> float:
+    """The learning rate of epoch `epoch` (0-based) under train.schedule: a pure function of the spec."""
+    sched = t.schedule
+    if sched.kind == "step":
+        return t.learning_rate * (0.1 if sched.gamma is None else sched.gamma) ** (epoch // (sched.step_size or 1))
+    if sched.kind == "cosine":
+        low = sched.min_learning_rate or 0.0
+        return low + (t.learning_rate - low) * (1 + math.cos(math.pi * epoch / t.epochs)) / 2
+    return t.learning_rate
+
+
 def steps_per_execution(steps_per_epoch):
     """The smallest divisor of steps_per_epoch that is at least MIN_STEPS_PER_EXECUTION.
 
-    It must divide the epoch: Keras runs whole executions, so 235 steps at 32 a call
-    would run 256 steps an epoch and shift every epoch's batches.
+    (model.fit fallback only.) It must divide the epoch, so that a call never runs
+    into the next epoch's batches.
     """
     for d in range(MIN_STEPS_PER_EXECUTION, steps_per_epoch + 1):
         if steps_per_epoch % d == 0:
@@ -107,17 +124,22 @@ def steps_per_execution(steps_per_epoch):
     return steps_per_epoch
 
 
-def compile_model(model, spec: Spec, steps_per_epoch, optimizer=None):
+def _loss_and_metric(spec: Spec):
     import keras
 
     if spec.is_classifier:
-        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-    else:
-        loss = keras.losses.MeanSquaredError()
-        metrics = [keras.metrics.MeanAbsoluteError(name="mae")]
+        return (keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
+    return keras.losses.MeanSquaredError(), keras.metrics.MeanAbsoluteError(name="mae")
+
+
+def compile_model(model, spec: Spec, steps_per_epoch, optimizer=None):
+    """Compile for saving (checkpoints carry the optimizer), evaluate and the fit fallback."""
+    import keras
+
+    loss, metric = _loss_and_metric(spec)
     backend = keras.backend.backend()
-    model.compile(optimizer=optimizer or make_optimizer(spec.train), loss=loss, metrics=metrics,
+    model.compile(optimizer=optimizer or make_optimizer(spec.train), loss=loss, metrics=[metric],
                   # torch's trainer runs one step per call (Keras refuses more)
                   steps_per_execution=1 if backend == "torch" else steps_per_execution(steps_per_epoch),
                   # XLA was slower on CPU (benchmarks/RESULTS.md) and clashes with TF op
@@ -130,97 +152,326 @@ def epoch_permutation(n, seed, epoch):
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def _tf_batches(x, y, batch_size, seed, first_epoch, epochs):
-    """tf.data over resident tensors: each epoch gathers batches in its permutation."""
+EVAL_BATCH = 4096
+
+
+def tf_cast(value):
     import tensorflow as tf
 
-    xs, ys = tf.constant(x), tf.constant(y)
-    n = len(x)
-
-    def order(epoch):  # made lazily, one epoch at a time: memory does not grow with epochs
-        indices = tf.numpy_function(lambda e: epoch_permutation(n, seed, int(e)).astype("int32"), [epoch], tf.int32)
-        return tf.data.Dataset.from_tensor_slices(tf.ensure_shape(indices, [n])).batch(batch_size)
-
-    ds = tf.data.Dataset.range(first_epoch, epochs).flat_map(order)
-    ds = ds.map(lambda idx: (tf.gather(xs, idx), tf.gather(ys, idx)), num_parallel_calls=1, deterministic=True)
-    return ds.prefetch(4)
+    return tf.cast(value, tf.float32)
 
 
-def _py_batches(x, y, batch_size, seed, first_epoch):
-    """The same order for the jax and torch backends, as a keras PyDataset."""
-    import keras
+def len_of(x):
+    """The batch size of a tensor, as float32 (in-graph)."""
+    import tensorflow as tf
 
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.epoch = first_epoch
-            self.order = epoch_permutation(len(x), seed, self.epoch)
-
-        def __len__(self):
-            return math.ceil(len(x) / batch_size)
-
-        def __getitem__(self, i):
-            idx = self.order[i * batch_size:(i + 1) * batch_size]
-            return x[idx], y[idx]
-
-        def on_epoch_end(self):
-            self.epoch += 1
-            self.order = epoch_permutation(len(x), seed, self.epoch)
-
-    return Batches()
+    return tf.cast(tf.shape(x)[0], tf.float32)
 
 
-def _eval_batches(x, y, batch_size):
-    import keras
+class CompiledEpochs:
+    """TensorFlow backend: one tf.function call trains one whole epoch.
 
-    if keras.backend.backend() == "tensorflow":
+    The training set stays resident as tensors; the epoch's permutation comes in as
+    an int32 tensor and a `tf.range` loop gathers each batch, runs the Keras model
+    under a GradientTape and applies the Keras optimizer: what a hand-written TF loop
+    does, with the spec's model, loss and optimizer. The loop stops at the first
+    non-finite loss, before that step's update, and says which step it was.
+    """
+
+    def __init__(self, model, spec: Spec, x_train, y_train):
         import tensorflow as tf
 
-        return tf.data.Dataset.from_tensor_slices((x, y)).batch(max(batch_size, 1024)).prefetch(2)
-    return (x, y)
+        self.model, self.spec = model, spec
+        self.classifier = spec.is_classifier
+        self.x, self.y = tf.constant(x_train), tf.constant(y_train)
+        self.optimizer = model.optimizer
+        self.optimizer.build(model.trainable_variables)
+        opt = self.optimizer
+        self.plain_sgd = (type(opt).__name__ == "SGD" and not opt.momentum and opt.weight_decay is None
+                          and opt.clipnorm is None and opt.clipvalue is None and opt.global_clipnorm is None
+                          and not opt.use_ema and not opt.gradient_accumulation_steps)
+        self._epoch = tf.function(self._train_epoch, jit_compile=False)
+        self._eval_data = {}
+
+    # The model call, the gradients and the update run outside autograph (as Keras's own
+    # train step does): only the loop itself is converted, which keeps tracing short.
+    def _loss_and_metric(self, y, out):
+        """(mean loss, summed accuracy or absolute error): plain TF ops, the math Keras's
+        SparseCategoricalCrossentropy(from_logits) / MSE and accuracy / MAE compute."""
+        import tensorflow as tf
+
+        if self.classifier:
+            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, out))
+            right = tf.equal(tf.argmax(out, axis=-1, output_type=y.dtype), y)
+            return loss, tf.reduce_sum(tf.cast(right, tf.float32))
+        error = y - out
+        return tf.reduce_mean(tf.square(error)), tf.reduce_sum(tf.reduce_mean(tf.abs(error), axis=-1))
+
+    def _step(self, xb, yb):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            out = self.model(xb, training=True)
+            loss, metric = self._loss_and_metric(yb, out)
+        return loss, metric, tape.gradient(loss, self.model.trainable_variables)
+
+    def _apply(self, grads):
+        opt, variables = self.optimizer, self.model.trainable_variables
+        if self.plain_sgd:  # what keras SGD.update_step does without momentum, in fewer ops to trace
+            lr = tf_cast(opt.learning_rate)
+            for v, g in zip(variables, grads):
+                v.assign_sub(g * lr)
+            opt.iterations.assign_add(1)
+        else:
+            opt.apply(grads, variables)
+
+    def _train_epoch(self, order, batch_size):
+        import tensorflow as tf
+
+        step_fn = tf.autograph.experimental.do_not_convert(self._step)
+        apply_fn = tf.autograph.experimental.do_not_convert(self._apply)
+        n = tf.shape(order)[0]
+        steps = (n + batch_size - 1) // batch_size
+        loss_sum, metric_sum = tf.constant(0.0), tf.constant(0.0)
+        bad_step, bad_loss = tf.constant(0), tf.constant(0.0)
+        for step in tf.range(steps):
+            idx = order[step * batch_size:tf.minimum((step + 1) * batch_size, n)]
+            loss, metric, grads = step_fn(tf.gather(self.x, idx), tf.gather(self.y, idx))
+            if not tf.math.is_finite(loss):  # stop before this step's update
+                bad_step, bad_loss = step + 1, loss
+                break
+            apply_fn(grads)
+            loss_sum += loss * tf.cast(tf.shape(idx)[0], tf.float32)
+            metric_sum += metric
+        return loss_sum, metric_sum, bad_step, bad_loss
+
+    def _eval_batch(self, xb, yb):
+        loss, metric = self._loss_and_metric(yb, self.model(xb, training=False))
+        return loss * len_of(xb), metric
+
+    def train_epoch(self, order, batch_size) -> dict:
+        """Train one epoch in `order`. Returns its logs, or {"nan": (step, loss)}."""
+        import tensorflow as tf
+
+        loss_sum, metric_sum, bad_step, bad_loss = self._epoch(tf.constant(order, tf.int32),
+                                                               tf.constant(batch_size, tf.int32))
+        if int(bad_step):
+            return {"nan": (int(bad_step), float(bad_loss))}
+        n = len(order)
+        return {"loss": float(loss_sum) / n, ("accuracy" if self.classifier else "mae"): float(metric_sum) / n}
+
+    def evaluate(self, x, y) -> dict:
+        """Loss and accuracy (or MAE) over (x, y), eagerly in chunks of EVAL_BATCH.
+
+        Eager, not a tf.function: tracing the model a second time cost ~0.4 s, more than
+        ten eager passes over Fashion-MNIST's test set (measured, benchmarks/RESULTS.md).
+        """
+        import tensorflow as tf
+
+        key = (id(x), id(y))
+        if key not in self._eval_data:  # the validation set: made resident once
+            self._eval_data[key] = (tf.constant(x), tf.constant(y))
+        xs, ys = self._eval_data[key]
+        loss_sum, metric_sum = 0.0, 0.0
+        for i in range(0, len(x), EVAL_BATCH):
+            loss, metric = self._eval_batch(xs[i:i + EVAL_BATCH], ys[i:i + EVAL_BATCH])
+            loss_sum += float(loss)
+            metric_sum += float(metric)
+        return {"loss": float(loss_sum) / len(x), ("accuracy" if self.classifier else "mae"): float(metric_sum) / len(x)}
 
 
-def _callbacks(spec, run, history, state, quiet, tty, made_from):
+class FitEpochs:
+    """The jax and torch backends: one `model.fit(epochs=1)` per epoch, in the same order.
+
+    Slower than CompiledEpochs (Keras's per-step overhead), but backend-neutral.
+    """
+
+    def __init__(self, model, spec: Spec, x_train, y_train):
+        self.model, self.spec, self.x, self.y = model, spec, x_train, y_train
+
+    def train_epoch(self, order, batch_size) -> dict:
+        import keras
+
+        state = {}
+
+        class StopOnNan(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                loss = (logs or {}).get("loss")
+                if loss is not None and not math.isfinite(float(loss)):
+                    state["nan"] = (batch + 1, float(loss))
+                    self.model.stop_training = True
+
+        history = self.model.fit(self.x[order], self.y[order], batch_size=batch_size, epochs=1, shuffle=False,
+                                 verbose=0, callbacks=[StopOnNan()])
+        if state:
+            return {"nan": state["nan"]}
+        logs = {k: float(v[-1]) for k, v in history.history.items()}
+        if not math.isfinite(logs.get("loss", 0.0)):
+            return {"nan": ("end", logs["loss"])}
+        return logs
+
+    def evaluate(self, x, y) -> dict:
+        return {k: float(v) for k, v in self.model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0, return_dict=True).items()}
+
+
+def epoch_runner(model, spec: Spec, x_train, y_train, compiled=None):
+    """CompiledEpochs on TensorFlow, FitEpochs elsewhere (or when `compiled` is False)."""
     import keras
 
-    class Epochs(keras.callbacks.Callback):
-        """Checkpoint + history after each epoch; stop at once on a NaN/inf loss."""
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                state["nan"] = (state["epoch"] + 1, batch + 1, float(loss))
-                self.model.stop_training = True
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            if state.get("nan") or not all(math.isfinite(v) for v in logs.values()):
-                state.setdefault("nan", (epoch + 1, "end", logs.get("loss", float("nan"))))
-                self.model.stop_training = True
-                return
-            record = {"epoch": epoch + 1, **logs, "seconds": round(time.perf_counter() - self.started, 4)}
-            ckpt = f"checkpoints/epoch-{epoch + 1:04d}.keras"
-            with runs.artefact(run, ckpt, "train", extra=made_from) as tmp:
-                self.model.save(tmp)
-            history.append(record)
-            runs.save_json(run, "history.json", history, "train", extra=made_from)  # commits the epoch
-            for old in sorted((run / "checkpoints").glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
-                runs.invalidate(run, f"checkpoints/{old.name}")
-            state["epoch"] = epoch + 1
-            if not quiet and not tty:
-                print(format_epoch(record, spec.train.epochs), flush=True)
-
-    return [Epochs()]
+    if compiled is None:
+        compiled = keras.backend.backend() == "tensorflow"
+    return (CompiledEpochs if compiled else FitEpochs)(model, spec, x_train, y_train)
 
 
 def format_epoch(record, epochs):
     parts = [f"epoch {record['epoch']}/{epochs}"]
-    parts += [f"{k} {v:.4f}" for k, v in record.items() if k not in ("epoch", "seconds")]
+    parts += [f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
+              for k, v in record.items() if k not in ("epoch", "seconds") and isinstance(v, float)]
     parts.append(f"{record['seconds']:.1f}s")
     return "  ".join(parts)
+
+
+# ----- early stopping: its state is a function of history.json, so resume keeps it ---------
+
+def early_stopping_state(history, es):
+    """(best epoch, epochs since it) of `history` under early_stopping `es`; (0, 0) for none."""
+    if es is None or not history:
+        return 0, 0
+    maximize = es.monitor.endswith("accuracy")
+    best_epoch, best = 0, None
+    for record in history:
+        value = record.get(es.monitor)
+        if value is None:
+            continue
+        if best is None or (value > best + es.min_delta if maximize else value < best - es.min_delta):
+            best_epoch, best = record["epoch"], value
+    return best_epoch, history[-1]["epoch"] - best_epoch
+
+
+def stopped_early(history, es) -> bool:
+    return es is not None and bool(history) and early_stopping_state(history, es)[1] >= es.patience
+
+
+# ----- honest resume -------------------------------------------------------------------------
+
+# Keys that --resume applies for real from the next epoch (the optimizer is rebuilt from
+# the spec and its state carried over; the schedule is a function of the spec and the
+# epoch). Every other key of model, data and train defines what the checkpoints are and
+# may not change under --resume.
+RESUME_APPLIES = ("train.learning_rate", "train.momentum", "train.weight_decay", "train.batch_size",
+                  "train.epochs", "train.early_stopping", "train.schedule")
+RESUME_IGNORES = ("name", "description", "export")  # not part of training
+
+
+def _flatten(value, prefix=""):
+    if isinstance(value, dict) and value:
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: value}
+
+
+def _under(key, prefixes):
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def spec_changes(old: Spec, new: Spec) -> dict:
+    """{dotted key: (old value, new value)} for every training-relevant key that differs."""
+    from .spec import resolve
+
+    a, b = _flatten(resolve(old)), _flatten(resolve(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not _under(k, RESUME_IGNORES)}
+
+
+def check_resume(old: Spec, new: Spec, run: Path) -> dict:
+    """The changes --resume will apply; UsageError (exit 2) naming every key it cannot."""
+    changes = spec_changes(old, new)
+    refused = {k: v for k, v in changes.items() if not _under(k, RESUME_APPLIES)}
+    if refused:
+        named = ", ".join(f"{k} ({_short(a)} -> {_short(b)})" for k, (a, b) in refused.items())
+        raise UsageError(f"{run}: cannot --resume: {named} differ from the run's spec.json, and its checkpoints "
+                         f"were trained with the old values; train afresh (without --resume) or under another "
+                         f"name. --resume can change only {', '.join(k.split('.', 1)[1] for k in RESUME_APPLIES)}")
+    return changes
+
+
+def _short(value):
+    import json
+
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def rebuild_optimizer(model, spec: Spec):
+    """A new optimizer from the spec, carrying the checkpoint optimizer's state (iterations,
+    momentum and moment buffers) over wherever the variables match."""
+    old = model.optimizer
+    new = make_optimizer(spec.train)
+    new.build(model.trainable_variables)
+    if old is not None and type(old) is type(new):
+        carried = {v.path.split("/", 1)[-1]: v for v in old.variables}
+        for v in new.variables:
+            src = carried.get(v.path.split("/", 1)[-1])
+            if src is not None and tuple(src.shape) == tuple(v.shape) and "learning_rate" not in v.path:
+                v.assign(src)
+    return new
+
+
+def optimizer_record(optimizer) -> dict:
+    """The optimizer training really used, read back from the optimizer object."""
+    import keras
+
+    config = optimizer.get_config()
+    out = {"name": type(optimizer).__name__}
+    for key in ("momentum", "weight_decay", "beta_1", "beta_2", "rho"):
+        if config.get(key) is not None:
+            out[key] = float(config[key])
+    out["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
+    return out
+
+
+# ----- the run's files: one helper each ---------------------------------------------------------
+
+# Each is recorded in the run's provenance.json; `made_from` holds the digests of the
+# spec and the data ({"@spec": ..., "@data": ...}) that the training files come from.
+
+def write_model(run: Path, model, made_from: dict) -> Path:
+    """model.keras: the trained model (atomic). Removes everything made from an older one."""
+    with runs.artefact(run, "model.keras", "train", extra=made_from) as tmp:
+        model.save(tmp)
+    return run / "model.keras"
+
+
+def write_history(run: Path, history, made_from: dict) -> Path:
+    """history.json: one record per completed epoch; writing it commits the epoch."""
+    runs.save_json(run, "history.json", history, "train", extra=made_from)
+    return run / "history.json"
+
+
+def write_metrics(run: Path, metrics: dict) -> Path:
+    """metrics.json: the test metrics of model.keras, and how they were made."""
+    runs.save_json(run, "metrics.json", metrics, "train", inputs=["model.keras"])
+    return run / "metrics.json"
+
+
+def checkpoint_path(run: Path, epoch: int) -> Path:
+    return run / "checkpoints" / f"epoch-{epoch:04d}.keras"
+
+
+def write_checkpoint(run: Path, model, epoch: int, made_from: dict) -> None:
+    """checkpoints/epoch-NNNN.keras: the model and optimizer state after `epoch` (atomic)."""
+    with runs.artefact(run, checkpoint_path(run, epoch).relative_to(run).as_posix(), "train", extra=made_from) as tmp:
+        model.save(tmp)
+
+
+def prune_checkpoints(run: Path, keep=()) -> None:
+    """Keep the last KEEP_CHECKPOINTS checkpoints and those of the epochs in `keep`."""
+    kept = {checkpoint_path(run, e).name for e in keep}
+    for old in sorted((run / "checkpoints").glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
+        if old.name not in kept:
+            runs.invalidate(run, f"checkpoints/{old.name}")
 
 
 def load_checkpoint(path):
@@ -241,16 +492,27 @@ def load_checkpoint(path):
         raise UsageError(f"{path}: not a loadable Keras model ({msg[:200]})") from None
 
 
-def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, quiet=False, log=print) -> dict:
+def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, quiet=False, log=print,
+          compiled=None) -> dict:
     """Train the model a spec describes into the run folder. Returns metrics.json's content.
 
-    Raises DataError for bad data, TrainingError for a NaN/inf loss or a missing device.
+    Raises DataError for bad data, TrainingError for a NaN/inf loss or a missing device,
+    UsageError when --resume meets a spec that changed what the checkpoints are.
+    `compiled` picks the epoch runner (default: CompiledEpochs on TensorFlow).
     """
     import keras
 
     from . import build, data as data_mod, spec as spec_mod
 
     backend = keras.backend.backend()
+    history, first_epoch, changes = [], 0, {}
+    if resume and (run / "history.json").exists():
+        runs.check(run, "history.json")  # edited by hand? say so rather than resume from it
+        history = runs.read_json(run / "history.json")
+        first_epoch = len(history)
+    if first_epoch and (run / "spec.json").is_file():
+        runs.check(run, "spec.json")
+        changes = check_resume(spec_mod.load_spec(run / "spec.json"), spec, run)  # before any data or model work
     device_name = configure(device, spec.train.seed)
     dataset = data_mod.load_dataset(spec, data_dir)
     x_train, y_train = dataset.x_train, dataset.y_train
@@ -264,21 +526,19 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
         validation = (x_train[val], y_train[val])
         x_train, y_train = x_train[keep], y_train[keep]
 
-    bs, epochs, seed = spec.train.batch_size, spec.train.epochs, spec.train.seed
+    t = spec.train
+    bs, epochs, seed, es = t.batch_size, t.epochs, t.seed, t.early_stopping
     steps = math.ceil(len(x_train) / bs)
-    history = []
-    first_epoch = 0
-    if resume and (run / "history.json").exists():
-        runs.check(run, "history.json")  # edited by hand? say so rather than resume from it
-        history = runs.read_json(run / "history.json")
-        first_epoch = len(history)
     if first_epoch:
-        if first_epoch >= spec.train.epochs:
-            log(f"{run}: already trained for {first_epoch} epochs (requested {spec.train.epochs}); nothing to resume")
-        runs.check(run, f"checkpoints/epoch-{first_epoch:04d}.keras")
-        model = load_checkpoint(run / "checkpoints" / f"epoch-{first_epoch:04d}.keras")
-        compile_model(model, spec, steps, optimizer=model.optimizer)
-        log(f"resuming {run.name} after epoch {first_epoch}")
+        runs.check(run, checkpoint_path(run, first_epoch).relative_to(run).as_posix())
+        model = load_checkpoint(checkpoint_path(run, first_epoch))
+        compile_model(model, spec, steps, optimizer=rebuild_optimizer(model, spec))
+        if first_epoch >= epochs or stopped_early(history, es):
+            log(f"{run}: already trained for {first_epoch} epochs (requested {epochs}"
+                f"{', stopped early' if stopped_early(history, es) else ''}); nothing to resume")
+        else:
+            said = "; ".join(f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changes.items())
+            log(f"resuming {run.name} after epoch {first_epoch}" + (f", applying {said}" if said else ""))
     # first: the folder is a run from here on
     made_from = {"@spec": runs.save_text(run, "spec.json", spec_mod.dumps(spec), "train"), "@data": dataset.digest()}
     if not first_epoch:
@@ -288,46 +548,87 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
         # A fresh start replaces the run: nothing of an earlier training may be taken
         # for this one's (export would otherwise find the old model beside a new history).
         runs.start_over(run)
-        runs.save_json(run, "history.json", [], "train", extra=made_from)
+        write_history(run, [], made_from)
 
-    if backend == "tensorflow":
-        batches = _tf_batches(x_train, y_train, bs, seed, first_epoch, epochs) if first_epoch < epochs else None
-    else:
-        batches = _py_batches(x_train, y_train, bs, seed, first_epoch)
-    val_data = _eval_batches(*validation, bs) if validation is not None else None
-
+    runner = epoch_runner(model, spec, x_train, y_train, compiled)
     tty = sys.stdout.isatty()
-    state = {"epoch": first_epoch}
     if not quiet:
         log(f"training {spec.name}: {len(x_train):,} examples, {epochs - first_epoch} epoch(s), "
-            f"batch {bs}, {spec.train.optimizer} lr {spec.train.learning_rate}, on {device_name} ({backend})")
+            f"batch {bs}, {t.optimizer} lr {t.learning_rate}"
+            f"{'' if t.schedule.kind == 'constant' else ' (' + t.schedule.kind + ' schedule)'}, "
+            f"on {device_name} ({backend})")
+    bar = keras.utils.Progbar(epochs - first_epoch, unit_name="epoch") if tty and not quiet else None
     started = time.perf_counter()
-    if first_epoch < epochs:
-        model.fit(batches, epochs=epochs, initial_epoch=first_epoch, steps_per_epoch=steps,
-                  validation_data=val_data, shuffle=False, callbacks=_callbacks(spec, run, history, state, quiet, tty, made_from),
-                  verbose=1 if tty and not quiet else 0)
+    nan, epochs_run = None, 0
+    for epoch in range(first_epoch, epochs):
+        if stopped_early(history, es):
+            break
+        epoch_started = time.perf_counter()
+        model.optimizer.learning_rate.assign(learning_rate_at(t, epoch))
+        logs = runner.train_epoch(epoch_permutation(len(x_train), seed, epoch), bs)
+        if "nan" in logs:
+            nan = (epoch + 1, *logs["nan"])
+            break
+        if validation is not None:
+            logs.update({f"val_{k}": v for k, v in runner.evaluate(*validation).items()})
+        if not all(math.isfinite(v) for v in logs.values()):
+            nan = (epoch + 1, "end", next(v for v in logs.values() if not math.isfinite(v)))
+            break
+        record = {"epoch": epoch + 1, **logs, "learning_rate": optimizer_record(model.optimizer)["learning_rate"],
+                  "seconds": round(time.perf_counter() - epoch_started, 4)}
+        recorded = {k: [a, b] for k, (a, b) in changes.items() if k != "train.epochs"}  # more epochs: resume's purpose
+        if recorded and epoch == first_epoch:
+            record["changed_on_resume"] = recorded
+        write_checkpoint(run, model, epoch + 1, made_from)
+        history.append(record)
+        write_history(run, history, made_from)  # commits the epoch
+        prune_checkpoints(run, keep=[early_stopping_state(history, es)[0]] if es else ())
+        epochs_run += 1
+        if bar is not None:
+            bar.update(epochs_run, values=[(k, v) for k, v in logs.items()])
+        elif not quiet:
+            print(format_epoch(record, epochs), flush=True)
     wall = time.perf_counter() - started
-    if state.get("nan"):
-        epoch, step, loss = state["nan"]
-        kept = f"the checkpoint of epoch {state['epoch']} is kept" if state["epoch"] else "no epoch completed"
+    if nan:
+        epoch, step, loss = nan
+        if (epoch, step) == (1, 1) and not first_epoch and isinstance(runner, CompiledEpochs):
+            # the very first loss is computed before any update: no learning rate is to blame
+            raise DataError(f"the untrained model's loss on the first batch is already {loss}, before any update: "
+                            f"the data's values overflow float32 arithmetic (largest |x| in the training set: "
+                            f"{float(np.max(np.abs(x_train))):.3g}); rescale them (data.preprocessing.rescale "
+                            f"or standardize) or clean the data; the learning rate is not the cause")
+        kept = f"the checkpoint of epoch {len(history)} is kept" if history else "no epoch completed"
         raise TrainingError(f"loss became {loss} in epoch {epoch} (by step {step}): training diverged; "
-                            f"lower the learning rate (now {spec.train.learning_rate}, try --learning-rate "
-                            f"{spec.train.learning_rate / 10:g}); {kept}")
+                            f"lower the learning rate (now {t.learning_rate}, try --learning-rate "
+                            f"{t.learning_rate / 10:g}); {kept}")
 
-    if spec.train.validation == "test" and history:  # the last epoch already evaluated the test set
+    best_epoch = early_stopping_state(history, es)[0] if es else (history[-1]["epoch"] if history else 0)
+    if es and history and best_epoch != history[-1]["epoch"]:  # restore the best epoch's weights
+        model.set_weights(load_checkpoint(checkpoint_path(run, best_epoch)).get_weights())
+        if not quiet:
+            log(f"early stopping: {es.monitor} best in epoch {best_epoch}; restored its weights")
+    if spec.train.validation == "test" and history and best_epoch == history[-1]["epoch"]:
+        # the last epoch already evaluated the test set with these weights
         test = {k[len("val_"):]: v for k, v in history[-1].items() if k.startswith("val_")}
     else:
-        test = model.evaluate(*_as_eval(dataset.x_test, dataset.y_test, bs), verbose=0, return_dict=True)
+        test = runner.evaluate(dataset.x_test, dataset.y_test)
+    resumes = [{"after_epoch": h["epoch"] - 1, "changed": h["changed_on_resume"]}
+               for h in history if "changed_on_resume" in h]
     metrics = {
         "name": spec.name,
         "test": {k: float(v) for k, v in test.items()},
         "epochs": len(history),
+        "best_epoch": best_epoch,
+        "stopped_early": stopped_early(history, es),
+        "optimizer": optimizer_record(model.optimizer),
+        "changes_on_resume": resumes,
         "train_examples": int(len(x_train)),
         "test_examples": int(len(dataset.x_test)),
         "wall_seconds": round(wall, 3),
-        "samples_per_second": round(len(x_train) * (epochs - first_epoch) / wall, 1) if wall > 0 and epochs > first_epoch else None,
+        "samples_per_second": round(len(x_train) * epochs_run / wall, 1) if wall > 0 and epochs_run else None,
         "device": device_name,
         "backend": backend,
+        "trainer": type(runner).__name__,
         "data": dataset.source,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "versions": versions(),
@@ -336,9 +637,8 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
         kernel, bias = (np.asarray(keras.ops.convert_to_numpy(w)) for w in model.get_layer("predictions").weights[:2])
         metrics["w"] = kernel.reshape(-1).tolist()
         metrics["b"] = bias.reshape(-1).tolist()
-    with runs.artefact(run, "model.keras", "train", extra=made_from) as tmp:  # removes all made from an older model
-        model.save(tmp)
-    runs.save_json(run, "metrics.json", metrics, "train", inputs=["model.keras"])
+    write_model(run, model, made_from)
+    write_metrics(run, metrics)
     from . import plots
 
     with runs.artefact(run, "curves.png", "train", inputs=["history.json"]) as tmp:
@@ -349,11 +649,6 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
             plots.predictions(dataset.x_test[:18], dataset.y_test[:18], np.argmax(logits, axis=-1),
                               dataset.class_names, tmp)
     return metrics
-
-
-def _as_eval(x, y, bs):
-    data = _eval_batches(x, y, bs)
-    return (data,) if not isinstance(data, tuple) else data
 
 
 def versions() -> dict:

@@ -34,17 +34,51 @@ TEST_DATA_EXAMPLES = 16
 
 
 def providers() -> list[str]:
-    """CUDA when onnxruntime-gpu can really use it here, else CPU; quietly."""
-    import onnxruntime as ort
+    """CUDA when onnxruntime-gpu can really run on it here, else CPU; quietly, decided once.
 
-    chosen = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers():
-        try:  # the GPU build lists CUDA even where no driver is installed
-            ctypes.CDLL("libcuda.so.1")
-            chosen.insert(0, "CUDAExecutionProvider")
+    The GPU build lists CUDAExecutionProvider even where no driver, CUDA or cuDNN is
+    installed, and then falls back to the CPU with a warning. So: the driver must load,
+    onnxruntime.preload_dlls() loads CUDA and cuDNN from pip's nvidia-* wheels (which
+    `pip install -e '.[gpu]'` brings with tensorflow[and-cuda]), and a one-node model
+    must then run with CUDA as its provider.
+    """
+    import contextlib
+    import io
+    import platform
+
+    def decide() -> tuple:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return ("CPUExecutionProvider",)
+        try:  # no driver, no GPU: nothing below can work, and this answers in microseconds
+            ctypes.CDLL("nvcuda.dll" if platform.system() == "Windows" else "libcuda.so.1")
         except OSError:
+            return ("CPUExecutionProvider",)
+        try:
+            from onnx import TensorProto, helper
+
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints each library it cannot find
+                if hasattr(ort, "preload_dlls"):
+                    ort.preload_dlls()
+            graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
+                                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            probe = ort.InferenceSession(model.SerializeToString(), options,
+                                         providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+            probe.run(None, {"x": np.ones(1, np.float32)})
+            if probe.get_providers()[0] == "CUDAExecutionProvider":
+                return ("CUDAExecutionProvider", "CPUExecutionProvider")
+        except Exception:  # a CUDA or cuDNN that does not load: the CPU it is
             pass
-    return chosen
+        return ("CPUExecutionProvider",)
+
+    if getattr(providers, "decided", None) is None:  # once per process: the probe costs a CUDA start-up
+        providers.decided = decide()
+    return list(providers.decided)
 
 
 def session(path: Path):

@@ -1,0 +1,196 @@
+"""zoo's Python API: the CLI's operations as functions.
+
+    import zoo
+
+    spec = zoo.load_spec("specs/digits-softmax.json")        # a path, a dict or a Spec
+    metrics = zoo.train(spec, epochs=3, out="exports")        # -> metrics.json's content
+    report = zoo.export(spec, out="exports")                  # model.onnx + verify.json
+    zoo.predict("exports/digits-softmax/model.onnx", "x.npy")
+
+Every function takes a spec as a path, a dict or a `Spec` (train, export and verify
+also take a run folder), raises zoo's errors (`zoo.errors.ZooError` subclasses, each
+with its `exit_code`) and writes only inside the run folder `<out>/<name>/`. Each takes
+the run's lock while it writes, as the CLI does. Keras and TensorFlow load on the
+first call that needs them, never on `import zoo`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Optional, Union
+
+from . import runs
+from .errors import UsageError
+from .spec import Spec
+
+__all__ = ["load_spec", "build", "train", "export", "verify", "predict", "run", "Built"]
+
+SpecLike = Union[str, Path, dict, Spec]
+TRAIN_OVERRIDES = ("epochs", "batch_size", "learning_rate", "seed")
+
+
+def _quiet(_message):
+    pass
+
+
+def load_spec(spec: SpecLike) -> Spec:
+    """A validated Spec from a spec file's path, a dict (the JSON's content) or a Spec.
+
+    Raises SpecError (exit code 2) naming every problem.
+    """
+    from . import spec as spec_mod
+
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, dict):
+        return spec_mod.validate(spec, "<dict>")
+    if isinstance(spec, (str, Path)):
+        return spec_mod.load_spec(spec)
+    raise UsageError(f"expected a spec path, a dict or a zoo Spec, received {type(spec).__name__}")
+
+
+def with_overrides(spec: Spec, **train) -> Spec:
+    """The spec with train settings replaced (None leaves one as it is), validated like a file."""
+    from .spec import resolve, validate
+
+    unknown = set(train) - set(TRAIN_OVERRIDES)
+    if unknown:
+        raise UsageError(f"unknown train override(s) {', '.join(sorted(unknown))}; valid: {', '.join(TRAIN_OVERRIDES)}")
+    changes = {k: v for k, v in train.items() if v is not None}
+    if not changes:
+        return spec
+    data = resolve(spec)
+    data["train"].update(changes)
+    return validate(data, "overrides")
+
+
+def _spec_and_run(target, out) -> tuple[Spec, Path]:
+    """(spec, run folder) from a spec (path, dict, Spec), a run folder, or None (the latest run)."""
+    if isinstance(target, (dict, Spec)) or (target is not None and Path(target).is_file()):
+        spec = load_spec(target)
+        return spec, runs.run_dir(spec.name, out)
+    run = runs.find_run(None if target is None else str(target), out)
+    if not (run / "spec.json").is_file():
+        raise UsageError(f"{run}: not a run folder (no spec.json); give a spec file or a folder made by `zoo build`")
+    from . import spec as spec_mod
+
+    return spec_mod.load_spec(run / "spec.json"), run
+
+
+def _run_of(target, out) -> Path:
+    if isinstance(target, (dict, Spec)) or (target is not None and Path(target).is_file()):
+        return runs.run_dir(load_spec(target).name, out)
+    return runs.find_run(None if target is None else str(target), out)
+
+
+def _keras(backend=None):
+    from ._quiet import import_keras
+
+    return import_keras(backend)
+
+
+@dataclasses.dataclass
+class Built:
+    """What `build` made: the run folder, the untrained Keras model and one row per layer."""
+
+    run: Path
+    model: Any
+    summary: list
+
+
+def build(spec: SpecLike, *, out=None) -> Built:
+    """Validate a spec, build its Keras model, write `<out>/<name>/{spec.json, model.keras}`."""
+    spec = load_spec(spec)
+    run = runs.run_dir(spec.name, out)
+    _keras()
+    from .build import build_run, summarize
+
+    with runs.locked(run):
+        model = build_run(spec, run)
+        runs.set_latest(run)
+    return Built(run, model, summarize(model))
+
+
+def train(spec: SpecLike = None, *, out=None, resume=False, data_dir=None, device=None, backend=None,
+          log: Optional[Callable[[str], None]] = None, quiet=None, epochs=None, batch_size=None,
+          learning_rate=None, seed=None) -> dict:
+    """Train a spec's model (or a run folder's; None: the latest run). Returns metrics.json's content.
+
+    `epochs`, `batch_size`, `learning_rate`, `seed` override the spec's train settings.
+    `log` receives progress lines (default: none). Raises DataError, TrainingError,
+    UsageError (e.g. `resume` with a changed model or dataset), RunLockedError.
+    """
+    spec, run = _spec_and_run(spec, out)
+    spec = with_overrides(spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    quiet = log is None if quiet is None else quiet
+    _keras(backend)
+    from .train import train as train_run
+
+    with runs.locked(run):
+        runs.set_latest(run)
+        return train_run(spec, run, data_dir=data_dir, resume=resume, device=device, quiet=quiet,
+                         log=log or _quiet)
+
+
+def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=None, data_dir=None, verify=True,
+           log: Optional[Callable[[str], None]] = None) -> dict:
+    """Export a trained run to ONNX (tf2onnx), then verify it. Returns verify.json's content ({} unverified).
+
+    `target` is the run's spec (path, dict, Spec), its folder, or None (the latest run).
+    """
+    run = _run_of(target, out)
+    _keras()
+    from .export import export_run
+
+    with runs.locked(run, create=False):
+        return export_run(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify, log=log or _quiet)
+
+
+def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=None,
+           log: Optional[Callable[[str], None]] = None) -> dict:
+    """Compare a run's model.onnx (or the .onnx file given) with its Keras model. Returns verify.json's content.
+
+    Raises VerificationError when they differ beyond the tolerances.
+    """
+    if target is not None and not isinstance(target, (dict, Spec)) and str(target).endswith(".onnx"):
+        onnx_path = Path(target)
+        if not onnx_path.is_file():
+            raise UsageError(f"{target}: no such ONNX file; run `zoo export` first")
+        run = onnx_path.parent
+    else:
+        run = _run_of(target, out)
+        onnx_path = run / "model.onnx"
+    _keras("tensorflow")
+    from .verify import verify_run
+
+    with runs.locked(run, create=False):
+        return verify_run(run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir, log=log or _quiet)
+
+
+def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:
+    """Run an exported model with onnxruntime alone on a .npy, an image, a .csv or a TensorProto .pb.
+
+    `model` is a model.onnx path, or a spec / run folder whose model.onnx to use.
+    Returns one record per example: top classes with probabilities, or predictions.
+    """
+    from .predict import predict_file
+
+    if not isinstance(model, (dict, Spec)) and str(model).endswith(".onnx"):
+        onnx_path = Path(model)
+    else:
+        onnx_path = _run_of(model, out) / "model.onnx"
+    return predict_file(onnx_path, inputs, top_k=top_k)
+
+
+def run(spec: SpecLike, *, out=None, data_dir=None, device=None, backend=None,
+        log: Optional[Callable[[str], None]] = None, quiet=None, **overrides) -> dict:
+    """Build, train, export and verify a spec. Returns {"run", "metrics", "verify"}."""
+    unknown = set(overrides) - set(TRAIN_OVERRIDES)
+    if unknown:
+        raise UsageError(f"unknown option(s) {', '.join(sorted(unknown))}; valid: {', '.join(TRAIN_OVERRIDES)}")
+    spec = load_spec(spec)
+    metrics = train(spec, out=out, data_dir=data_dir, device=device, backend=backend, log=log, quiet=quiet,
+                    **overrides)
+    report = export(runs.run_dir(spec.name, out), out=out, data_dir=data_dir, log=log)
+    return {"run": runs.run_dir(spec.name, out), "metrics": metrics, "verify": report}
