@@ -265,10 +265,12 @@ def _export(run, opset, atol, rtol, data_dir, verify_after=True, quiet=False):
 @click.option("--atol", type=float, default=None, help="Absolute tolerance for verification.")
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for verification.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime check (not recommended).")
+@click.option("--triton", "triton_repo", is_flag=False, flag_value="", default=None, metavar="[REPO]",
+              help="Also write a Triton model repository [REPO default: RUN/triton]; an exported run is not re-exported.")
 @data_option
 @out_option
 @handled
-def export(target, onnx, opset, atol, rtol, no_verify, data_dir, out):
+def export(target, onnx, opset, atol, rtol, no_verify, triton_repo, data_dir, out):
     """Export a trained run to ONNX (tf2onnx), then verify it against Keras.
 
     \b
@@ -279,7 +281,14 @@ def export(target, onnx, opset, atol, rtol, no_verify, data_dir, out):
         raise UsageError("nothing to export: --onnx is the only format")
     run = runs.find_run(target, out)
     with runs.locked(run, create=False):
-        _export(run, opset, atol, rtol, data_dir, verify_after=not no_verify)
+        onnx_file, keras_file = run / "model.onnx", run / "model.keras"
+        if triton_repo is None or not onnx_file.is_file() or (
+                keras_file.is_file() and keras_file.stat().st_mtime > onnx_file.stat().st_mtime):
+            _export(run, opset, atol, rtol, data_dir, verify_after=not no_verify)
+        if triton_repo is not None:
+            from .triton import write_repository
+
+            click.echo(f"wrote Triton model {write_repository(onnx_file, triton_repo or run / 'triton')}")
 
 
 @main.command()
@@ -346,6 +355,34 @@ def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, qui
     _train(spec, run_folder, data_dir, False, device, backend, quiet)
     with runs.locked(run_folder):
         _export(run_folder, None, None, None, data_dir, quiet=quiet)
+
+
+# ----- serve (Triton over the Open Inference Protocol) ---------------------------------------
+
+@main.command()
+@click.argument("targets", metavar="RUN|REPO...", nargs=-1)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=8000, show_default=True, help="REST (HTTP) port.")
+@click.option("--grpc-port", type=int, default=8001, show_default=True, help="gRPC port.")
+@click.option("--metrics-port", type=int, default=8002, show_default=True, help="Prometheus metrics port.")
+@click.option("--verbose", is_flag=True, help="Show Triton's own log.")
+@handled
+def serve(targets, host, port, grpc_port, metrics_port, verbose):
+    """Serve exported models with Triton (REST + gRPC, Open Inference Protocol) until Ctrl-C.
+
+    RUN is a run folder with model.onnx; REPO a Triton model repository from
+    `zoo export --triton`. Requests are checked against the model (input name, dtype,
+    shape, batch size) and answered with a 400 when they do not fit.
+
+    \b
+    Example:
+      zoo serve exports/digits-softmax
+      curl localhost:8000/v2/models/digits-softmax
+    """
+    from .serve import serve as serve_models
+
+    serve_models(targets, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, verbose=verbose,
+                 log=click.echo)
 
 
 if __name__ == "__main__":

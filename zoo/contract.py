@@ -59,6 +59,20 @@ class Contract:
     output_widths: tuple[int, ...]  # each output's size per example
     class_names: tuple[str, ...] = ()
     metadata: dict = field(default_factory=dict, compare=False)
+    output_shapes: tuple[tuple[int, ...], ...] = ()  # each output's dims without the batch axis; () = (width,) each
+
+    def output_dims(self, name: str) -> tuple[int, ...]:
+        """An output's dims without the batch axis (Triton's `dims`)."""
+        i = self.outputs.index(name)
+        return self.output_shapes[i] if self.output_shapes else (self.output_widths[i],)
+
+    def triton_dtype(self, name: str) -> str:
+        """Triton's TYPE_* name of a tensor of this interface."""
+        return DTYPES[self.input_dtype if name == INPUT_NAME else OUTPUT_DTYPE]["triton"]
+
+    def oip_dtype(self, name: str) -> str:
+        """The Open Inference Protocol's datatype name (FP32, UINT8) of a tensor of this interface."""
+        return DTYPES[self.input_dtype if name == INPUT_NAME else OUTPUT_DTYPE]["oip"]
 
     @property
     def is_classifier(self) -> bool:
@@ -115,14 +129,15 @@ class Contract:
         if sorted(outputs) not in (sorted(CLASSIFIER_OUTPUTS), sorted(REGRESSION_OUTPUTS)):
             raise UsageError(f"{source}: outputs {list(outputs)} are not zoo's {list(CLASSIFIER_OUTPUTS)} "
                              f"or {list(REGRESSION_OUTPUTS)}")
-        widths = tuple(int(_prod(_dims(o, source))) for o in graph.output)
+        shapes = tuple(_dims(o, source) for o in graph.output)
+        widths = tuple(int(_prod(d)) for d in shapes)
         meta = read_metadata({p.key: p.value for p in proto.metadata_props}, source)
         names = meta.get(META_CLASS_NAMES) or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise UsageError(f"{source}: metadata {META_CLASS_NAMES} is not a list of strings; re-export the run")
         return cls(name=(meta.get(META_SPEC) or {}).get("name", Path(str(source)).parent.name or "model"),
                    input_shape=shape, input_dtype=by_onnx_enum[elem], outputs=outputs, output_widths=widths,
-                   class_names=tuple(names), metadata=meta)
+                   class_names=tuple(names), metadata=meta, output_shapes=shapes)
 
 
 def _prod(xs):
