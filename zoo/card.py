@@ -68,4 +68,8 @@ const results = await session.run({{ {INPUT_NAME}: x }});
 console.log(results.{outs[-1]}.data);
 ```
 """
+    from .contract import Contract
+    from .triton import card_section
+
+    text += card_section(Contract.from_spec(spec), run)  # "Serve it": zoo serve, curl, tritonclient, Triton
     runs.write_text(run / "card.md", text)

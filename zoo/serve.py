@@ -123,6 +123,7 @@ def _check_port(host: str, port: int, flag: str) -> None:
     if not 0 < port < 65536:
         raise UsageError(f"{flag} {port}: not a port number (1-65535)")
     with contextlib.closing(socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is not "in use"
         try:
             s.bind((host, port))
         except OSError as e:
@@ -235,10 +236,13 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
                           exit_timeout_secs=EXIT_TIMEOUT_S, log_verbose=1 if verbose else None, log_file=log_file)
     triton = Triton(config=config)
 
-    def on_sigterm(signum, frame):
+    asked_to_stop = []
+
+    def on_signal(signum, frame):
+        asked_to_stop.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         for s in served:
             c = s.contract
@@ -262,12 +266,15 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
         log("example request:")
         log("  " + repo_format.curl_command(served[0].contract, host="localhost" if host == HOST else host, port=port))
         log("Ctrl-C or SIGTERM stops the server.")
-        triton.serve()  # returns when Triton stops, or after stopping it on Ctrl-C/SIGTERM
+        triton.serve()  # returns after stopping Triton on Ctrl-C/SIGTERM, or when Triton died
+        if not asked_to_stop:
+            raise ZooError(f"Triton stopped unexpectedly{_log_tail(log_file)}; rerun with --verbose for its full log")
     except KeyboardInterrupt:
         pass
     finally:
         triton.stop()
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         logs.cleanup()
     log("stopped")
 
