@@ -40,7 +40,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTH
 
 def zoo(*args, timeout=300, cwd=None):
     return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
-                          env=ENV, timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
+                          env=ENV, timeout=timeout, cwd=cwd or ROOT, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +168,7 @@ def running_server(target, tmp):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "zoo", "serve", str(target), "--port", str(port),
                                  "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],
-                                stdout=out, stderr=subprocess.STDOUT, env=ENV, stdin=subprocess.DEVNULL)
+                                stdout=out, stderr=subprocess.STDOUT, env=ENV, stdin=subprocess.DEVNULL, cwd=ROOT)
     server = Server(proc, port, grpc_port, metrics_port, log)
     try:
         deadline = time.monotonic() + 90
