@@ -321,6 +321,19 @@ def test_malformed_request_gets_a_clear_error_and_the_server_goes_on(server, cas
 
 
 @needs_pytriton
+@pytest.mark.skipif(shutil.which("nginx") is None and not os.access("/usr/sbin/nginx", os.X_OK),
+                    reason="needs nginx in front of Triton 2.51, which dies on a body of ~4 MiB: "
+                           "apt-get install nginx-light (.ci/setup-serve.sh does)")
+def test_huge_body_is_a_413_and_the_server_goes_on(server):
+    body = request()
+    huge = json.dumps(body).encode()[:-3] + b" " * (8 * 1024 * 1024) + b"]}"  # valid JSON, 8 MiB
+    status, answer = http(f"{server.url}/v2/models/digits-softmax/infer", huge)
+    assert status == 413 and "request body over" in answer["error"], answer
+    good_request(server)
+    assert "REST through nginx" in server.output()
+
+
+@needs_pytriton
 def test_card_snippets_run_against_the_server(server, work):
     card = (work / "exports" / "digits-softmax" / "card.md").read_text()
     section = card[card.index("## Serve it"):]

@@ -26,6 +26,7 @@ import signal
 import socket
 import sysconfig
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,10 @@ from .errors import UsageError, ZooError
 
 HOST = "127.0.0.1"  # loopback unless asked: a model server is not exposed by accident
 EXIT_TIMEOUT_S = 5  # how long Triton waits for in-flight requests when stopping
+# Triton 2.51's HTTP server dies on a request body of about 4 MiB (3.5 MiB is answered); in front
+# of it nginx answers bodies over MAX_BODY with a 413. A full batch of 64 float32 28x28 images
+# in the protocol's JSON is about 1 MiB; larger payloads belong in several requests or on gRPC.
+MAX_BODY = 3 * 1024 * 1024
 INSTALL_HINT = ("install the serve extra: pip install -e '.[serve]' && pip install --no-deps 'nvidia-pytriton==0.7.0' "
                 "(nvidia-pytriton declares numpy<2; see .ci/setup-serve.sh)")
 
@@ -207,6 +212,96 @@ def urls(served: list[Served], host: str, port: int, grpc_port: int, metrics_por
                     f"{', '.join(s.contract.outputs)}  ({s.onnx})" for s in served]
 
 
+def _edge_config(folder: Path, host: str, port: int, triton_port: int) -> str:
+    """nginx in front of Triton's REST port: the request-size limit Triton 2.51 lacks."""
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    error = '{"error": "request body over %d bytes; send fewer examples per request, or use gRPC"}' % MAX_BODY
+    return f"""daemon off;
+worker_processes 1;
+pid {folder}/nginx.pid;
+error_log {folder}/nginx-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {folder}/body;
+    proxy_temp_path {folder}/proxy;
+    fastcgi_temp_path {folder}/fastcgi;
+    uwsgi_temp_path {folder}/uwsgi;
+    scgi_temp_path {folder}/scgi;
+    client_max_body_size {MAX_BODY};
+    client_body_buffer_size {MAX_BODY};
+    upstream triton {{ server 127.0.0.1:{triton_port}; keepalive 64; }}
+    server {{
+        listen {listen} reuseport;
+        location / {{
+            proxy_pass http://triton;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 300s;
+        }}
+        error_page 413 = @too_large;
+        location @too_large {{
+            default_type application/json;
+            return 413 '{error}';
+        }}
+    }}
+}}
+"""
+
+
+def _start_edge(folder: Path, host: str, port: int, triton_port: int):
+    """Start nginx on the public REST port; None where there is no nginx."""
+    import shutil
+    import subprocess
+
+    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    if nginx is None:
+        return None
+    folder.mkdir()
+    (folder / "nginx.conf").write_text(_edge_config(folder, host, port, triton_port))
+    proc = subprocess.Popen([nginx, "-p", str(folder), "-e", str(folder / "nginx-error.log"), "-c",
+                             str(folder / "nginx.conf")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True,  # Ctrl-C reaches it through us
+                            preexec_fn=_die_with_parent)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ZooError(f"nginx could not start on {host}:{port}: "
+                           f"{_last_line(folder / 'nginx-error.log') or f'exit {proc.returncode}'}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return proc
+        time.sleep(0.05)
+    _stop_edge(proc)
+    raise ZooError(f"nginx did not listen on {host}:{port} within 10 s")
+
+
+def _die_with_parent() -> None:
+    """In the child: Linux sends it SIGTERM when zoo serve dies, even by SIGKILL."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _stop_edge(proc) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGQUIT)  # graceful: finish the requests in flight
+    try:
+        proc.wait(EXIT_TIMEOUT_S + 5)
+    except Exception:
+        proc.kill()
+        proc.wait()
+
+
+def _last_line(path: Path) -> str:
+    with contextlib.suppress(OSError):
+        lines = path.read_text(errors="replace").strip().splitlines()
+        return lines[-1][:300] if lines else ""
+    return ""
+
+
 def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_format.GRPC_PORT,
           metrics_port=repo_format.METRICS_PORT, verbose=False, log=print) -> None:
     """Serve the models until Ctrl-C or SIGTERM; then stop Triton and return.
@@ -231,10 +326,15 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
 
     logs = tempfile.TemporaryDirectory(prefix="zoo-serve-")
     log_file = None if verbose else Path(logs.name) / "triton.log"  # Triton's own log, shown on failure
-    config = TritonConfig(http_address=host, http_port=port, grpc_address=host, grpc_port=grpc_port,
+    import shutil
+
+    edged = shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
+    triton_http = (HOST, _free_port()) if edged else (host, port)  # behind nginx: loopback only
+    config = TritonConfig(http_address=triton_http[0], http_port=triton_http[1], grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, allow_metrics=True,
                           exit_timeout_secs=EXIT_TIMEOUT_S, log_verbose=1 if verbose else None, log_file=log_file)
     triton = Triton(config=config)
+    edge = None
 
     asked_to_stop = []
 
@@ -260,23 +360,40 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
         except Exception as e:  # Triton did not come up: say why, with the end of its log
             raise ZooError(f"Triton did not start: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}"
                            f"{_log_tail(log_file)}; rerun with --verbose for its full log") from None
+        if edged:
+            edge = _start_edge(Path(logs.name) / "nginx", host, port, triton_http[1])
         log(f"Triton {_triton_version()} is serving {len(served)} model(s) over the Open Inference Protocol:")
         for line in urls(served, host, port, grpc_port, metrics_port):
             log(line)
         log("example request:")
         log("  " + repo_format.curl_command(served[0].contract, host="localhost" if host == HOST else host, port=port))
+        if edge is None:
+            log(f"warning: no nginx, so REST request bodies are not limited and Triton 2.51 dies on one of about "
+                f"4 MiB; install nginx (apt-get install nginx-light) and zoo serve puts it in front")
+        else:
+            log(f"  (REST through nginx: request bodies over {MAX_BODY // (1024 * 1024)} MiB get a 413)")
         log("Ctrl-C or SIGTERM stops the server.")
-        triton.serve()  # returns after stopping Triton on Ctrl-C/SIGTERM, or when Triton died
-        if not asked_to_stop:
-            raise ZooError(f"Triton stopped unexpectedly{_log_tail(log_file)}; rerun with --verbose for its full log")
+        while triton.is_alive() and (edge is None or edge.poll() is None):
+            time.sleep(0.5)
+        which = "Triton" if not triton.is_alive() else "nginx"
+        raise ZooError(f"{which} stopped unexpectedly"
+                       f"{_log_tail(log_file) if which == 'Triton' else ': ' + _last_line(Path(logs.name) / 'nginx' / 'nginx-error.log')}"
+                       f"; rerun with --verbose for Triton's full log")
     except KeyboardInterrupt:
         pass
     finally:
+        _stop_edge(edge)
         triton.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         logs.cleanup()
     log("stopped")
+
+
+def _free_port() -> int:
+    with contextlib.closing(socket.socket()) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
 
 
 def _log_tail(log_file) -> str:
