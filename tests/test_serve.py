@@ -123,6 +123,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(work, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], (args, done.stderr)
 
 
+def test_export_triton_defaults_to_the_runs_folder(work):
+    run = work / "exports" / MODELS[0]
+    done = zoo("export", run, "--triton", timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (run / "triton" / MODELS[0] / "config.pbtxt").is_file()
+    assert (run / "triton" / MODELS[0] / "1" / "model.onnx").read_bytes() == (run / "model.onnx").read_bytes()
+    assert not list(run.glob("triton/**/.*.tmp*"))  # no temporary file left behind
+
+
 # ----- the real server -----------------------------------------------------------------------
 
 def free_ports(n):
@@ -321,7 +330,7 @@ def test_malformed_request_gets_a_clear_error_and_the_server_goes_on(server, cas
 
 
 @needs_pytriton
-@pytest.mark.skipif(shutil.which("nginx") is None and not os.access("/usr/sbin/nginx", os.X_OK),
+@pytest.mark.skipif(not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)),
                     reason="needs nginx in front of Triton 2.51, which dies on a body of ~4 MiB: "
                            "apt-get install nginx-light (.ci/setup-serve.sh does)")
 def test_huge_body_is_a_413_and_the_server_goes_on(server):

@@ -20,6 +20,7 @@ Two traps, both handled here (see /work/shared/PITFALLS.md):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import os
 import signal
@@ -87,7 +88,7 @@ def _from_repository(repo: Path) -> list[Served]:
         onnx = versions[-1][1] / repo_format.MODEL_FILE
         contract = Contract.from_onnx(onnx)
         if contract.name != model_dir.name:  # serve it under the repository's name, as Triton would
-            contract = Contract(**{**contract.__dict__, "name": model_dir.name})
+            contract = dataclasses.replace(contract, name=model_dir.name)
         delay = config.dynamic_batching.max_queue_delay_microseconds if config.HasField("dynamic_batching") else 0
         served.append(Served(onnx, contract, config.max_batch_size or repo_format.MAX_BATCH_SIZE, delay))
     return served
@@ -250,12 +251,18 @@ http {{
 """
 
 
+def _nginx() -> str | None:
+    """nginx's path; Debian puts it in /usr/sbin, which a user's PATH may lack."""
+    import shutil
+
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
 def _start_edge(folder: Path, host: str, port: int, triton_port: int):
     """Start nginx on the public REST port; None where there is no nginx."""
-    import shutil
     import subprocess
 
-    nginx = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
+    nginx = _nginx()
     if nginx is None:
         return None
     folder.mkdir()
@@ -326,9 +333,7 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
 
     logs = tempfile.TemporaryDirectory(prefix="zoo-serve-")
     log_file = None if verbose else Path(logs.name) / "triton.log"  # Triton's own log, shown on failure
-    import shutil
-
-    edged = shutil.which("nginx") is not None or os.access("/usr/sbin/nginx", os.X_OK)
+    edged = _nginx() is not None
     triton_http = (HOST, _free_port()) if edged else (host, port)  # behind nginx: loopback only
     config = TritonConfig(http_address=triton_http[0], http_port=triton_http[1], grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, allow_metrics=True,
