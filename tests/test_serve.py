@@ -107,6 +107,21 @@ def test_repository_refuses_a_symlink_and_bad_targets(work, tmp_path):
         write_repository(tmp_path / "missing.onnx", tmp_path / "repo")
 
 
+def test_find_models_reads_runs_repositories_and_onnx_files(work):
+    from zoo.errors import UsageError
+    from zoo.serve import find_models
+    from zoo.triton import MAX_BATCH_SIZE
+
+    run = work / "exports" / MODELS[0]
+    assert [(s.name, s.onnx) for s in find_models([run])] == [(MODELS[0], run / "model.onnx")]
+    assert [s.name for s in find_models([run / "model.onnx"])] == [MODELS[0]]
+    from_repo = find_models([work / "repo"])
+    assert sorted(s.name for s in from_repo) == sorted(MODELS)
+    assert {s.max_batch_size for s in from_repo} == {MAX_BATCH_SIZE}
+    with pytest.raises(UsageError, match="two models are named digits-softmax"):
+        find_models([run, work / "repo"])
+
+
 def test_cli_bad_input_is_one_line_and_exit_2(work, tmp_path):
     unexported = tmp_path / "unexported"
     unexported.mkdir()
@@ -310,6 +325,26 @@ def test_bad_request_is_a_400_and_the_server_goes_on(server, case):
     status, answer = http(f"{server.url}/v2/models/digits-softmax/infer", body)
     assert status == 400, answer
     assert message in answer["error"], answer
+    good_request(server)
+
+
+@needs_pytriton
+def test_bad_grpc_requests_are_invalid_argument_and_the_server_goes_on(server):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        for x, datatype, message in ((np.zeros((1, 8, 8), np.uint8), "UINT8", "expects 'FP32'"),
+                                     (np.zeros((65, 8, 8), np.float32), "FP32", "batch-size must be <= 64"),
+                                     (np.zeros((100_000, 8, 8), np.float32), "FP32", "batch-size must be <= 64")):
+            inp = grpcclient.InferInput("input", list(x.shape), datatype)
+            inp.set_data_from_numpy(x)
+            with pytest.raises(InferenceServerException) as e:
+                client.infer("digits-softmax", [inp])
+            assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and message in e.value.message()
+    finally:
+        client.close()
     good_request(server)
 
 

@@ -336,7 +336,7 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
     edged = _nginx() is not None
     triton_http = (HOST, _free_port()) if edged else (host, port)  # behind nginx: loopback only
     config = TritonConfig(http_address=triton_http[0], http_port=triton_http[1], grpc_address=host, grpc_port=grpc_port,
-                          metrics_address=host, metrics_port=metrics_port, allow_metrics=True,
+                          metrics_address=host, metrics_port=metrics_port, allow_metrics=True, allow_gpu_metrics=False,
                           exit_timeout_secs=EXIT_TIMEOUT_S, log_verbose=1 if verbose else None, log_file=log_file)
     triton = Triton(config=config)
     edge = None
