@@ -365,9 +365,11 @@ def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, qui
 @click.option("--port", type=int, default=8000, show_default=True, help="REST (HTTP) port.")
 @click.option("--grpc-port", type=int, default=8001, show_default=True, help="gRPC port.")
 @click.option("--metrics-port", type=int, default=8002, show_default=True, help="Prometheus metrics port.")
+@click.option("--instances", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Model instances per model (batches in flight at once).")
 @click.option("--verbose", is_flag=True, help="Show Triton's own log.")
 @handled
-def serve(targets, host, port, grpc_port, metrics_port, verbose):
+def serve(targets, host, port, grpc_port, metrics_port, instances, verbose):
     """Serve exported models with Triton (REST + gRPC, Open Inference Protocol) until Ctrl-C.
 
     RUN is a run folder with model.onnx; REPO a Triton model repository from
@@ -381,8 +383,8 @@ def serve(targets, host, port, grpc_port, metrics_port, verbose):
     """
     from .serve import serve as serve_models
 
-    serve_models(targets, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, verbose=verbose,
-                 log=click.echo)
+    serve_models(targets, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, instances=instances,
+                 verbose=verbose, log=click.echo)
 
 
 if __name__ == "__main__":

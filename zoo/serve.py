@@ -41,6 +41,9 @@ EXIT_TIMEOUT_S = 5  # how long Triton waits for in-flight requests when stopping
 # of it nginx answers bodies over MAX_BODY with a 413. A full batch of 64 float32 28x28 images
 # in the protocol's JSON is about 1 MiB; larger payloads belong in several requests or on gRPC.
 MAX_BODY = 3 * 1024 * 1024
+# Model instances per model: each a Python callable with its own onnxruntime session, so one
+# batch can run while the next crosses PyTriton's IPC (Triton -> stub -> ZeroMQ -> us).
+INSTANCES = 2
 INSTALL_HINT = ("install the serve extra: pip install -e '.[serve]' && pip install --no-deps 'nvidia-pytriton==0.7.0' "
                 "(nvidia-pytriton declares numpy<2; see .ci/setup-serve.sh)")
 
@@ -310,7 +313,7 @@ def _last_line(path: Path) -> str:
 
 
 def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_format.GRPC_PORT,
-          metrics_port=repo_format.METRICS_PORT, verbose=False, log=print) -> None:
+          metrics_port=repo_format.METRICS_PORT, instances=INSTANCES, verbose=False, log=print) -> None:
     """Serve the models until Ctrl-C or SIGTERM; then stop Triton and return.
 
     Raises:
@@ -353,7 +356,7 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
             c = s.contract
             triton.bind(
                 model_name=s.name,
-                infer_func=_infer_function(s),
+                infer_func=[_infer_function(s) for _ in range(instances)],  # batches in flight at once
                 inputs=[Tensor(name=INPUT_NAME, dtype=np.dtype(c.input_dtype).type, shape=c.input_shape)],
                 outputs=[Tensor(name=o, dtype=np.float32, shape=c.output_dims(o)) for o in c.outputs],
                 config=ModelConfig(batching=True, max_batch_size=s.max_batch_size,
