@@ -6,7 +6,7 @@
 # bodies (Triton 2.51 dies on one of ~4 MiB). Idempotent; assumes `apt-get update` ran.
 set -euo pipefail
 if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then
-    python -m pip show nvidia-pytriton >/dev/null 2>&1 || python -m pip install --no-deps 'nvidia-pytriton==0.7.0'
+    pip show nvidia-pytriton >/dev/null 2>&1 || pip install --no-deps 'nvidia-pytriton==0.7.0'  # the pip .ci/run uses
 else
     echo "setup-serve: no nvidia-pytriton wheel for $(uname -sm); the serve tests will skip"
 fi

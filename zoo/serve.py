@@ -4,17 +4,24 @@ PyTriton (`nvidia-pytriton`) starts the Triton Inference Server it bundles and b
 model to a Python callable: here an onnxruntime session. Triton owns everything on the
 wire: REST and gRPC (KServe v2 / Open Inference Protocol), dynamic batching, the
 health, ready and metadata endpoints, Prometheus metrics, and the checking of every
-request against the model's configuration (input name, datatype, shape, batch size,
-JSON syntax), which it answers with a 400 before our code runs. zoo maps the contract
-(zoo.contract) onto that configuration and owns nothing else.
+request against the model's configuration (input name, datatype, shape, batch size),
+which it answers with a 400 before our code runs. zoo maps the contract (zoo.contract)
+onto that configuration and owns nothing else.
 
-Two traps, both handled here (see /work/shared/PITFALLS.md):
+The edge: Triton 2.51's HTTP server dies on a body of about 4 MiB, so where nginx is
+installed it listens on the REST port, limits bodies (413) and proxies to Triton on a
+private loopback port. Triton answers malformed JSON with a 500 (a clear message, but
+not a 4xx); the README and the tests say so.
+
+Three traps, all handled here (see /work/shared/PITFALLS.md):
 - PyTriton's Python-backend stub can load another libpython than the running
   interpreter's; the interpreter's LIBDIR goes first on LD_LIBRARY_PATH.
 - The stub bundled with nvidia-pytriton 0.7 was built with a pybind11 that predates
   NumPy 2 (it reads dtype sizes through the NumPy 1 ABI, so every tensor it converts has
   0 bytes). Under NumPy 2 the two conversions of PyTriton's proxy that go through it
   are switched to DLPack, which the stub also supports and which needs no NumPy ABI.
+- Triton's /v2/health/ready answers 200 before PyTriton has loaded the models; wait on
+  /v2/models/<name>/ready (zoo serve prints its banner only once they are loaded).
 """
 
 from __future__ import annotations

@@ -109,8 +109,9 @@ def card_section(contract: Contract, run=None) -> str:
     return f"""
 ## Serve it (Triton, Open Inference Protocol)
 
-`zoo serve` runs a real Triton Inference Server (through PyTriton; `pip install -e '.[serve]'`)
-with REST on port {HTTP_PORT}, gRPC on {GRPC_PORT} and Prometheus metrics on {METRICS_PORT}:
+`zoo serve` runs a real Triton Inference Server through PyTriton (`pip install -e '.[serve]'`
+and `pip install --no-deps 'nvidia-pytriton==0.7.0'`), with REST on port {HTTP_PORT}, gRPC
+on {GRPC_PORT} and Prometheus metrics on {METRICS_PORT}:
 
 ```bash
 zoo serve {run_arg}
