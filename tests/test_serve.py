@@ -412,6 +412,40 @@ def test_port_in_use_is_one_line(server, work):
         f"Error: 127.0.0.1:{server.port} is in use; choose another --port"], done.stderr
 
 
+def descendants(pid):
+    """(pid, command name) of every process under `pid`, from /proc."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{parent}/task").iterdir():
+                for child in (task / "children").read_text().split():
+                    name = Path(f"/proc/{child}/comm").read_text().strip()
+                    found.append((int(child), name))
+                    todo.append(int(child))
+    return found
+
+
+@needs_pytriton
+@pytest.mark.skipif(not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)) or not Path("/proc").is_dir(),
+                    reason="needs nginx (apt-get install nginx-light) and /proc")
+def test_a_dead_part_stops_the_whole_server_with_an_error(work, tmp_path):
+    with running_server(work / "repo", tmp_path) as s:
+        parts = descendants(s.proc.pid)
+        names = {name for _, name in parts}
+        assert "nginx" in names and "tritonserver" in names, parts
+        master = next(pid for pid, name in parts if name == "nginx" and
+                      Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(s.proc.pid))
+        os.kill(master, signal.SIGKILL)
+        assert s.proc.wait(40) == 1, s.output()
+        assert "Error: nginx stopped unexpectedly" in s.output()
+        deadline = time.monotonic() + 10
+        while (alive := [p for p in parts if Path(f"/proc/{p[0]}").exists()
+                         and "Z" not in Path(f"/proc/{p[0]}/stat").read_text().split()[2]]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert alive == [], alive  # Triton, its stubs and nginx all went with it
+
+
 @needs_pytriton
 def test_sigterm_stops_the_server_cleanly(server):
     """Runs last in this module: it stops the module's server."""

@@ -13,13 +13,15 @@ installed it listens on the REST port, limits bodies (413) and proxies to Triton
 private loopback port. Triton answers malformed JSON with a 500 (a clear message, but
 not a 4xx); the README and the tests say so.
 
-Three traps, all handled here (see /work/shared/PITFALLS.md):
+Four traps, all handled here (see /work/shared/PITFALLS.md):
 - PyTriton's Python-backend stub can load another libpython than the running
   interpreter's; the interpreter's LIBDIR goes first on LD_LIBRARY_PATH.
 - The stub bundled with nvidia-pytriton 0.7 was built with a pybind11 that predates
   NumPy 2 (it reads dtype sizes through the NumPy 1 ABI, so every tensor it converts has
   0 bytes). Under NumPy 2 the two conversions of PyTriton's proxy that go through it
   are switched to DLPack, which the stub also supports and which needs no NumPy ABI.
+- The proxy gives the stub 1 s to fetch its configuration at start-up, too little on a
+  busy machine; it gets 60.
 - Triton's /v2/health/ready answers 200 before PyTriton has loaded the models; wait on
   /v2/models/<name>/ready (zoo serve prints its banner only once they are loaded).
 """
@@ -174,22 +176,30 @@ _PROXY_FIXES = (
 )
 
 
-def _numpy2_proxy_fix() -> None:
+# The proxy gives the stub 1 s to fetch its configuration from our process at start-up; on
+# a busy 2-core machine that is not always enough ("Model initialize error ... handshake").
+_HANDSHAKE_FIX = ("get_config_from_handshake_server(handshake_socket)",
+                  "get_config_from_handshake_server(handshake_socket, timeout_s=60.0)")
+
+
+def _proxy_fixes() -> None:
+    """Patch the proxy files PyTriton sends to Triton's model store (never the installed package)."""
     import numpy as np
     from pytriton.models import model as pytriton_model
 
-    if int(np.__version__.split(".")[0]) < 2 or getattr(pytriton_model.Model, "_zoo_fixed", False):
+    if getattr(pytriton_model.Model, "_zoo_fixed", False):
         return
+    fixes = (_HANDSHAKE_FIX, *(_PROXY_FIXES if int(np.__version__.split(".")[0]) >= 2 else ()))
     original = pytriton_model.Model.get_proxy_model_files
 
     def get_proxy_model_files(self):
         files = original(self)
         key = f"file:{self.model_version}/model.py"
         source = files[key].decode("utf-8")
-        for old, new in _PROXY_FIXES:
+        for old, new in fixes:
             if old not in source:
-                raise UsageError(f"this nvidia-pytriton's proxy differs from 0.7's ({old!r} not found) and cannot "
-                                 f"run under NumPy 2; install nvidia-pytriton==0.7.0")
+                raise UsageError(f"this nvidia-pytriton's proxy differs from 0.7's ({old!r} not found); "
+                                 f"install nvidia-pytriton==0.7.0")
             source = source.replace(old, new)
         files[key] = source.encode("utf-8")
         return files
@@ -302,14 +312,17 @@ def _die_with_parent() -> None:
 
 
 def _stop_edge(proc) -> None:
-    if proc is None or proc.poll() is not None:
+    if proc is None:
         return
-    proc.send_signal(signal.SIGQUIT)  # graceful: finish the requests in flight
-    try:
-        proc.wait(EXIT_TIMEOUT_S + 5)
-    except Exception:
-        proc.kill()
-        proc.wait()
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGQUIT)  # graceful: finish the requests in flight
+        try:
+            proc.wait(EXIT_TIMEOUT_S + 5)
+        except Exception:
+            proc.kill()
+            proc.wait()
+    with contextlib.suppress(OSError):  # workers orphaned by a master that died (its own process group)
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _last_line(path: Path) -> str:
@@ -339,7 +352,7 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
         from pytriton.triton import Triton, TritonConfig
     except ImportError as e:
         raise UsageError(f"zoo serve needs nvidia-pytriton ({e}); {INSTALL_HINT}") from None
-    _numpy2_proxy_fix()
+    _proxy_fixes()
 
     logs = tempfile.TemporaryDirectory(prefix="zoo-serve-")
     log_file = None if verbose else Path(logs.name) / "triton.log"  # Triton's own log, shown on failure
