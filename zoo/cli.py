@@ -281,14 +281,12 @@ def export(target, onnx, opset, atol, rtol, no_verify, triton_repo, data_dir, ou
         raise UsageError("nothing to export: --onnx is the only format")
     run = runs.find_run(target, out)
     with runs.locked(run, create=False):
-        onnx_file, keras_file = run / "model.onnx", run / "model.keras"
-        if triton_repo is None or not onnx_file.is_file() or (
-                keras_file.is_file() and keras_file.stat().st_mtime > onnx_file.stat().st_mtime):
+        from . import triton
+
+        if triton_repo is None or opset is not None or not triton.onnx_is_current(run):
             _export(run, opset, atol, rtol, data_dir, verify_after=not no_verify)
         if triton_repo is not None:
-            from .triton import write_repository
-
-            click.echo(f"wrote Triton model {write_repository(onnx_file, triton_repo or run / 'triton')}")
+            click.echo(f"wrote Triton model {triton.write_repository(run / 'model.onnx', triton_repo or run / 'triton')}")
 
 
 @main.command()

@@ -33,6 +33,12 @@ TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the versi
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what Triton (and PyTriton) accept as a model name
 
 
+def onnx_is_current(run) -> bool:
+    """Whether the run's model.onnx exists and is newer than its model.keras (no need to re-export)."""
+    onnx_file, keras_file = Path(run) / MODEL_FILE, Path(run) / "model.keras"
+    return onnx_file.is_file() and not (keras_file.is_file() and keras_file.stat().st_mtime > onnx_file.stat().st_mtime)
+
+
 def config_text(contract: Contract, *, max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US,
                 instances=1) -> str:
     """config.pbtxt for one model: every input and output with its Triton dtype and dims (no batch axis)."""
