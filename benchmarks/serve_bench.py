@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import os
 import platform
 import signal
@@ -228,6 +229,13 @@ def main():
         return kserve_main(onnx_path, name, int(http_port), int(grpc_port))
 
     tmp = Path(tempfile.mkdtemp(prefix="serve-bench-"))
+    try:
+        bench(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench(args, tmp):
     run = args.run
     if run is None:
         subprocess.run([sys.executable, "-m", "zoo", "run", str(ROOT / "specs" / "digits-mlp.json"), "--epochs", "1",
