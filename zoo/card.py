@@ -25,8 +25,10 @@ TESTED_WITH = ("zoo's test suite (tests/test_card_snippets.py) runs these three 
 
 def write_card(run, spec, metrics, opset) -> None:
     c = Contract.from_spec(spec)
-    parts = [_about(spec, c, metrics, opset), _python(c), _javascript(c), _cpp(c), _browser(c), _tested()]
-    # further sections (serving, ...) are appended to `parts` here
+    from .triton import card_section
+
+    parts = [_about(spec, c, metrics, opset), _python(c), _javascript(c), _cpp(c), _browser(c),
+             card_section(c, run), _tested()]  # card_section: "Serve it" (zoo serve, curl, tritonclient, Triton)
     runs.save_text(run, "card.md", "\n".join(parts), "export", inputs=["model.onnx", "metrics.json"])
 
 

@@ -267,32 +267,42 @@ def _export(run, opset, atol, rtol, data_dir, verify_after=True, quiet=False):
 @click.option("--atol", type=float, default=None, help="Absolute tolerance for verification.")
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for verification.")
 @click.option("--no-verify", is_flag=True, help="Skip the onnxruntime check (not recommended).")
-@click.option("--web", is_flag=True, help="Also write web/: a page running the model with onnxruntime-web "
-              "(with --no-onnx: from the model.onnx already there).")
+@click.option("--web", is_flag=True, help="Also write web/: a page running the model with onnxruntime-web.")
 @click.option("--ort-web", type=click.Path(file_okay=False), default=None,
               help="onnxruntime-web's npm folder to copy into web/ort/, or `cdn` [default: $ZOO_ORT_WEB, a node_modules nearby].")
+@click.option("--triton", "triton_repo", is_flag=False, flag_value="", default=None, metavar="[REPO]",
+              help="Also write a Triton model repository [REPO default: RUN/triton].")
 @data_option
 @out_option
 @handled
-def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, data_dir, out):
+def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, triton_repo, data_dir, out):
     """Export a trained run to ONNX (tf2onnx), then verify it against Keras.
+
+    With --web or --triton, a model.onnx that is already the export of the run's
+    model.keras (provenance.json says so) is used as it is, unless --opset is given.
 
     \b
     Example:
       zoo export exports/digits-softmax --onnx
+      zoo export exports/digits-softmax --web --triton
     """
-    if not onnx and not web:
-        raise UsageError("nothing to export: give --onnx and/or --web")
+    if not onnx and not web and triton_repo is None:
+        raise UsageError("nothing to export: give --onnx, --web and/or --triton")
     if ort_web and not web:
         raise UsageError("--ort-web only says where the page's onnxruntime-web comes from: add --web")
     run = runs.find_run(target, out)
     with runs.locked(run, create=False):
-        if onnx:
+        from . import triton
+
+        extra = web or triton_repo is not None
+        if onnx and (not extra or opset is not None or not triton.onnx_is_current(run)):
             _export(run, opset, atol, rtol, data_dir, verify_after=not no_verify)
         if web:
             from .web import write_web
 
             write_web(run, ort_web=ort_web, log=click.echo)
+        if triton_repo is not None:
+            click.echo(f"wrote Triton model {triton.write_repository(run / 'model.onnx', triton_repo or run / 'triton')}")
 
 
 @main.command()
@@ -435,6 +445,36 @@ def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbea
         sweeps.sweep(spec_file, sets, seeds, fixed=fixed, metric=metric, workers=workers, storage_url=storage,
                      study_name=study_name, out=out, data_dir=data_dir, device=device, backend=backend,
                      heartbeat=heartbeat, quiet=quiet, echo=click.echo)
+
+
+# ----- serve (Triton over the Open Inference Protocol) ---------------------------------------
+
+@main.command()
+@click.argument("targets", metavar="RUN|REPO...", nargs=-1)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=8000, show_default=True, help="REST (HTTP) port.")
+@click.option("--grpc-port", type=int, default=8001, show_default=True, help="gRPC port.")
+@click.option("--metrics-port", type=int, default=8002, show_default=True, help="Prometheus metrics port.")
+@click.option("--instances", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Model instances per model (batches in flight at once).")
+@click.option("--verbose", is_flag=True, help="Show Triton's own log.")
+@handled
+def serve(targets, host, port, grpc_port, metrics_port, instances, verbose):
+    """Serve exported models with Triton (REST + gRPC, Open Inference Protocol) until Ctrl-C.
+
+    RUN is a run folder with model.onnx; REPO a Triton model repository from
+    `zoo export --triton`. Requests are checked against the model (input name, dtype,
+    shape, batch size) and answered with a 400 when they do not fit.
+
+    \b
+    Example:
+      zoo serve exports/digits-softmax
+      curl localhost:8000/v2/models/digits-softmax
+    """
+    from .serve import serve as serve_models
+
+    serve_models(targets, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, instances=instances,
+                 verbose=verbose, log=click.echo)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,20 @@ class Contract:
     output_widths: tuple[int, ...]  # each output's size per example
     class_names: tuple[str, ...] = ()
     metadata: dict = field(default_factory=dict, compare=False)
+    output_shapes: tuple[tuple[int, ...], ...] = ()  # each output's dims without the batch axis; () = (width,) each
+
+    def output_dims(self, name: str) -> tuple[int, ...]:
+        """An output's dims without the batch axis (Triton's `dims`)."""
+        i = self.outputs.index(name)
+        return self.output_shapes[i] if self.output_shapes else (self.output_widths[i],)
+
+    def triton_dtype(self, name: str) -> str:
+        """Triton's TYPE_* name of a tensor of this interface."""
+        return DTYPES[self.input_dtype if name == INPUT_NAME else OUTPUT_DTYPE]["triton"]
+
+    def oip_dtype(self, name: str) -> str:
+        """The Open Inference Protocol's datatype name (FP32, UINT8) of a tensor of this interface."""
+        return DTYPES[self.input_dtype if name == INPUT_NAME else OUTPUT_DTYPE]["oip"]
 
     @property
     def is_classifier(self) -> bool:
@@ -113,7 +127,8 @@ class Contract:
         if sorted(outputs) not in (sorted(CLASSIFIER_OUTPUTS), sorted(REGRESSION_OUTPUTS)):
             raise UsageError(f"{source}: outputs {list(outputs)} are not zoo's {list(CLASSIFIER_OUTPUTS)} "
                              f"or {list(REGRESSION_OUTPUTS)}")
-        widths = tuple(_prod(_dims(o.name, o.shape, source)) for o in sess.get_outputs())
+        shapes = tuple(_dims(o.name, o.shape, source) for o in sess.get_outputs())
+        widths = tuple(_prod(d) for d in shapes)
         meta = read_metadata(sess.get_modelmeta().custom_metadata_map, source)
         names = meta.get(META_CLASS_NAMES) or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -121,7 +136,7 @@ class Contract:
         spec = meta.get(META_SPEC) if isinstance(meta.get(META_SPEC), dict) else {}
         return cls(name=str(spec.get("name") or Path(str(source)).parent.name or "model"),
                    input_shape=_dims(inp.name, inp.shape, source), input_dtype=by_type[inp.type], outputs=outputs,
-                   output_widths=widths, class_names=tuple(names), metadata=meta)
+                   output_widths=widths, class_names=tuple(names), metadata=meta, output_shapes=shapes)
 
 
 def _prod(xs):

@@ -1,0 +1,160 @@
+"""A Triton model repository from an exported run, and the card's "Serve it" section.
+
+`write_repository` turns a run's model.onnx into the layout Triton Inference Server loads:
+
+    REPO/<name>/config.pbtxt      generated from the ONNX graph, never written by hand
+    REPO/<name>/labels.txt        class names, one a line (classifiers)
+    REPO/<name>/1/model.onnx      the exported model, version 1
+
+Several runs can share one REPO (one folder per model name). Every file is written to a
+temporary name and renamed into place (zoo.runs), config.pbtxt last, and nothing is
+written through a symlink. The names, dtypes and dims all come from zoo.contract.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from . import runs
+from .contract import INPUT_NAME, LABELED_OUTPUT, Contract
+from .errors import ZooError, UsageError
+
+PLATFORM = "onnxruntime_onnx"  # Triton's onnxruntime backend
+CONFIG = "config.pbtxt"
+LABELS = "labels.txt"
+VERSION = "1"
+MODEL_FILE = "model.onnx"
+MAX_BATCH_SIZE = 64  # the largest batch Triton forms or accepts; a request over it gets a 400
+QUEUE_DELAY_US = 200  # how long the dynamic batcher may hold a request to batch it with others
+HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002  # Triton's defaults
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the version nvidia-pytriton 0.7 bundles
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what Triton (and PyTriton) accept as a model name
+
+
+def onnx_is_current(run) -> bool:
+    """Whether the run's model.onnx is the export of its current model.keras (provenance.json):
+    then adding a repository or a page needs no new export."""
+    try:
+        runs.check_chain(Path(run), MODEL_FILE)
+    except ZooError:
+        return False
+    return True
+
+
+def config_text(contract: Contract, *, max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US,
+                instances=1) -> str:
+    """config.pbtxt for one model: every input and output with its Triton dtype and dims (no batch axis)."""
+    if max_batch_size < 1:  # Triton's dynamic batcher needs max_batch_size > 0
+        raise UsageError(f"max_batch_size must be at least 1; received {max_batch_size}")
+
+    def tensor(name, dims, label=False):
+        lines = [f'    name: "{name}"', f"    data_type: {contract.triton_dtype(name)}",
+                 f"    dims: [ {', '.join(map(str, dims))} ]"]
+        if label:
+            lines.append(f'    label_filename: "{LABELS}"')
+        return "  {\n" + "\n".join(lines) + "\n  }"
+
+    outputs = ",\n".join(tensor(o, contract.output_dims(o), label=(o == LABELED_OUTPUT)) for o in contract.outputs)
+    return (f'name: "{contract.name}"\n'
+            f'platform: "{PLATFORM}"\n'
+            f"max_batch_size: {max_batch_size}\n"
+            f"input [\n{tensor(INPUT_NAME, contract.input_shape)}\n]\n"
+            f"output [\n{outputs}\n]\n"
+            f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}\n"
+            f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n")
+
+
+def _refuse_symlinks(*paths: Path) -> None:
+    for p in paths:
+        if p.is_symlink():
+            raise UsageError(f"{p} is a symbolic link; zoo never writes through one: give a real folder for the repository")
+
+
+def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US) -> Path:
+    """Put one exported model into the Triton model repository `repo`; return its model folder.
+
+    Raises:
+        UsageError: the ONNX file breaks zoo's contract, its name is not a valid Triton
+            model name, a folder on the way is a symlink, or the repository is not writable.
+    """
+    onnx_path = Path(onnx_path)
+    contract = Contract.from_onnx(onnx_path)
+    if not _NAME.match(contract.name):
+        raise UsageError(f"{onnx_path}: model name {contract.name!r} is not a valid Triton model name "
+                         f"(letters, digits, '.', '_' and '-')")
+    repo = Path(repo)
+    if repo.exists() and not repo.is_dir():
+        raise UsageError(f"{repo}: exists and is not a folder; give a folder for the Triton repository")
+    model_dir = repo / contract.name
+    version_dir = model_dir / VERSION
+    _refuse_symlinks(repo, model_dir, version_dir, version_dir / MODEL_FILE, model_dir / LABELS, model_dir / CONFIG)
+    config = config_text(contract, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us)
+    with runs.atomic_path(version_dir / MODEL_FILE) as tmp:
+        shutil.copyfile(onnx_path, tmp)
+    if contract.is_classifier:
+        runs.write_text(model_dir / LABELS, "".join(f"{label}\n" for label in contract.labels()))
+    runs.write_text(model_dir / CONFIG, config)  # last: a polling Triton never sees a config without its model
+    run = onnx_path.parent
+    if runs.is_run(run) and repo.resolve().is_relative_to(run.resolve()):  # the run's own triton/: provenance too
+        runs.record_folder(run, repo.resolve().relative_to(run.resolve()).as_posix(), "export", inputs=[MODEL_FILE])
+    return model_dir
+
+
+def curl_command(contract: Contract, host="localhost", port=HTTP_PORT) -> str:
+    """One inference request in the Open Inference Protocol's JSON, as a curl command (an all-zero example)."""
+    shape = [1, *contract.input_shape]
+    zeros = ", ".join(["0"] * contract.example_size)
+    return (f"curl -s {host}:{port}/v2/models/{contract.name}/infer -H 'Content-Type: application/json' "
+            f"-d '{{\"inputs\": [{{\"name\": \"{INPUT_NAME}\", \"shape\": {shape}, "
+            f"\"datatype\": \"{contract.oip_dtype(INPUT_NAME)}\", \"data\": [{zeros}]}}]}}'")
+
+
+def card_section(contract: Contract, run=None) -> str:
+    """The model card's "Serve it" section: zoo serve, curl, tritonclient, and a stock Triton server."""
+    name = contract.name
+    run_arg = f"exports/{name}" if run is None else f"exports/{Path(run).name}"
+    shape = [1, *contract.input_shape]
+    dtype = contract.oip_dtype(INPUT_NAME)
+    np_dtype = f"np.{contract.input_dtype}"
+    last = contract.outputs[-1]
+    return f"""
+## Serve it (Triton, Open Inference Protocol)
+
+`zoo serve` runs a real Triton Inference Server through PyTriton (`pip install -e '.[serve]'`
+and `pip install --no-deps 'nvidia-pytriton==0.7.0'`), with REST on port {HTTP_PORT}, gRPC
+on {GRPC_PORT} and Prometheus metrics on {METRICS_PORT}:
+
+```bash
+zoo serve {run_arg}
+```
+
+One request in the protocol's JSON (`{INPUT_NAME}` is {dtype} {shape}, raw values, row-major):
+
+```bash
+{curl_command(contract)}
+```
+
+The same with `tritonclient` (`pip install 'tritonclient[http]'`):
+
+```python
+import numpy as np
+import tritonclient.http as httpclient
+
+client = httpclient.InferenceServerClient("localhost:{HTTP_PORT}")
+x = np.zeros({tuple(shape)}, dtype={np_dtype})
+inp = httpclient.InferInput("{INPUT_NAME}", list(x.shape), "{dtype}")
+inp.set_data_from_numpy(x)
+result = client.infer("{name}", [inp])
+print(result.as_numpy("{last}"))
+```
+
+On a stock Triton server: `zoo export {run_arg} --triton` writes a model repository
+(`{run_arg}/triton/{name}/config.pbtxt`, `1/model.onnx`, `labels.txt`; give `--triton REPO` to
+share one repository between runs), which Triton's onnxruntime backend serves as it is:
+
+```bash
+docker run --rm -p {HTTP_PORT}:{HTTP_PORT} -p {GRPC_PORT}:{GRPC_PORT} -p {METRICS_PORT}:{METRICS_PORT} -v "$PWD/{run_arg}/triton:/models" {TRITON_IMAGE} tritonserver --model-repository=/models
+```
+"""
