@@ -36,9 +36,14 @@ def run(request, tmp_path_factory):
     return folder / "exports" / spec_dict(request.param)["name"]
 
 
+SECTIONS = {"python": "## Python", "js": "## JavaScript", "cpp": "## C++"}
+
+
 def snippet(run: Path, lang: str) -> str:
-    blocks = re.findall(rf"```{lang}\n(.*?)```", (run / "card.md").read_text(), re.S)
-    assert len(blocks) == 1, f"card.md has {len(blocks)} {lang} blocks"
+    """The one `lang` program of its own section (the serving section has a Python client of its own)."""
+    section = (run / "card.md").read_text().split(SECTIONS[lang], 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(rf"```{lang}\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, f"card.md's {SECTIONS[lang]} section has {len(blocks)} {lang} blocks"
     return blocks[0]
 
 

@@ -78,7 +78,8 @@ def _spec_and_run(target, out) -> tuple[Spec, Path]:
     return spec_mod.load_spec(run / "spec.json"), run
 
 
-def _run_of(target, out) -> Path:
+def run_folder(target, out=None) -> Path:
+    """The run folder of a spec (path, dict, Spec), a run folder, or None (the latest run)."""
     if isinstance(target, (dict, Spec)) or (target is not None and Path(target).is_file()):
         return runs.run_dir(load_spec(target).name, out)
     return runs.find_run(None if target is None else str(target), out)
@@ -139,7 +140,7 @@ def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=Non
 
     `target` is the run's spec (path, dict, Spec), its folder, or None (the latest run).
     """
-    run = _run_of(target, out)
+    run = run_folder(target, out)
     _keras()
     from .export import export_run
 
@@ -159,7 +160,7 @@ def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=
             raise UsageError(f"{target}: no such ONNX file; run `zoo export` first")
         run = onnx_path.parent
     else:
-        run = _run_of(target, out)
+        run = run_folder(target, out)
         onnx_path = run / "model.onnx"
     _keras("tensorflow")
     from .verify import verify_run
@@ -179,7 +180,7 @@ def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:
     if not isinstance(model, (dict, Spec)) and str(model).endswith(".onnx"):
         onnx_path = Path(model)
     else:
-        onnx_path = _run_of(model, out) / "model.onnx"
+        onnx_path = run_folder(model, out) / "model.onnx"
     return predict_file(onnx_path, inputs, top_k=top_k)
 
 

@@ -11,7 +11,6 @@ import functools
 import json
 import os
 import sys
-from pathlib import Path
 
 import click
 
@@ -54,35 +53,6 @@ def handled(fn):
                   f"for the traceback and report it)", 1)
 
     return wrapper
-
-
-def _keras(backend=None):
-    from ._quiet import import_keras
-
-    return import_keras(backend)
-
-
-def _spec_or_run(target, out):
-    """(spec, run folder) from a spec file, a run folder, or nothing (the latest run)."""
-    if target is not None and Path(target).is_file():
-        spec = load_spec(target)
-        return spec, runs.run_dir(spec.name, out)
-    run = runs.find_run(target, out)
-    if not (run / "spec.json").is_file():
-        raise UsageError(f"{run}: not a run folder (no spec.json); give a spec file or a folder made by `zoo build`")
-    return load_spec(run / "spec.json"), run
-
-
-def _override(spec, **train):
-    """The spec with command-line overrides applied, validated like the file itself."""
-    from .spec import resolve, validate
-
-    changes = {k: v for k, v in train.items() if v is not None}
-    if not changes:
-        return spec
-    data = resolve(spec)
-    data["train"].update(changes)
-    return validate(data, "command-line options")
 
 
 @click.group(context_settings=CONTEXT, epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
@@ -176,25 +146,18 @@ def build(spec_file, out, show):
     Example:
       zoo build specs/fashion-mnist-softmax.json
     """
+    from . import api
     from .spec import dumps
 
-    spec = load_spec(spec_file)
     if show:
-        click.echo(dumps(spec), nl=False)
-    run = runs.run_dir(spec.name, out)
-    _keras()
-    from .build import build_run, summarize
-
-    with runs.locked(run):
-        model = build_run(spec, run)
-        runs.set_latest(run)
-    rows = summarize(model)
-    click.echo(f"{spec.name} ({spec.model.kind})")
+        click.echo(dumps(api.load_spec(spec_file)), nl=False)
+    built = api.build(spec_file, out=out)
+    click.echo(f"{built.run.name} ({api.load_spec(built.run / 'spec.json').model.kind})")
     click.echo(f"  {'layer':<14} {'type':<12} {'output shape':<18} {'params':>9}")
-    for r in rows:
+    for r in built.summary:
         click.echo(f"  {r['name']:<14} {r['type']:<12} {str(tuple(r['output_shape'])):<18} {r['params']:>9,}")
-    click.echo(f"  total params: {model.count_params():,}")
-    click.echo(f"wrote {run}/spec.json and model.keras")
+    click.echo(f"  total params: {built.model.count_params():,}")
+    click.echo(f"wrote {built.run}/spec.json and model.keras")
 
 
 def train_options(fn):
@@ -214,20 +177,12 @@ def train_options(fn):
     return fn
 
 
-def _train(spec, run, data_dir, resume, device, backend, quiet):
-    _keras(backend)
-    from .train import train
-
-    with runs.locked(run):
-        runs.set_latest(run)
-        metrics = train(spec, run, data_dir=data_dir, resume=resume, device=device, quiet=quiet,
-                        log=lambda m: None if quiet else click.echo(m))
+def _report_training(metrics, run):
     test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
     click.echo(f"test: {test}  ({metrics['wall_seconds']:.1f}s, {metrics['device']})")
     if "w" in metrics:
         click.echo(f"learned w = {[round(v, 4) for v in metrics['w']]}, b = {[round(v, 4) for v in metrics['b']]}")
     click.echo(f"wrote {run}/model.keras, history.json, metrics.json, curves.png")
-    return metrics
 
 
 @main.command()
@@ -242,23 +197,17 @@ def train(target, epochs, batch_size, learning_rate, seed, device, backend, quie
     Example:
       ZOO_DATA_DIR=../shared/datasets zoo train specs/fashion-mnist-softmax.json
     """
-    spec, run = _spec_or_run(target, out)
+    from . import api
+
     if target is None:
-        click.echo(f"training the latest run: {run}")
-    spec = _override(spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
-    _train(spec, run, data_dir, resume, device, backend, quiet)
+        click.echo(f"training the latest run: {runs.latest(out)}")
+    metrics = api.train(target, out=out, resume=resume, data_dir=data_dir, device=device, backend=backend,
+                        log=None if quiet else click.echo, quiet=quiet, epochs=epochs, batch_size=batch_size,
+                        learning_rate=learning_rate, seed=seed)
+    _report_training(metrics, api.run_folder(target, out))
 
 
 # ----- export / verify / predict / run ----------------------------------------------------
-
-def _export(run, opset, atol, rtol, data_dir, verify_after=True, quiet=False):
-    _keras()
-    from .export import export_run
-
-    report = export_run(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify_after,
-                        log=lambda m: None if quiet else click.echo(m))
-    return report
-
 
 @main.command()
 @click.argument("target", metavar="[RUN]", required=False)
@@ -290,19 +239,21 @@ def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, triton_repo
         raise UsageError("nothing to export: give --onnx, --web and/or --triton")
     if ort_web and not web:
         raise UsageError("--ort-web only says where the page's onnxruntime-web comes from: add --web")
+    from . import api, triton
+
     run = runs.find_run(target, out)
-    with runs.locked(run, create=False):
-        from . import triton
+    extra = web or triton_repo is not None
+    if onnx and (not extra or opset is not None or not triton.onnx_is_current(run)):
+        api.export(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=not no_verify, log=click.echo)
+    if extra:
+        with runs.locked(run, create=False):
+            if web:
+                from .web import write_web
 
-        extra = web or triton_repo is not None
-        if onnx and (not extra or opset is not None or not triton.onnx_is_current(run)):
-            _export(run, opset, atol, rtol, data_dir, verify_after=not no_verify)
-        if web:
-            from .web import write_web
-
-            write_web(run, ort_web=ort_web, log=click.echo)
-        if triton_repo is not None:
-            click.echo(f"wrote Triton model {triton.write_repository(run / 'model.onnx', triton_repo or run / 'triton')}")
+                write_web(run, ort_web=ort_web, log=click.echo)
+            if triton_repo is not None:
+                folder = triton.write_repository(run / "model.onnx", triton_repo or run / "triton")
+                click.echo(f"wrote Triton model {folder}")
 
 
 @main.command()
@@ -319,19 +270,9 @@ def verify(target, atol, rtol, data_dir, out):
     Example:
       zoo verify exports/digits-softmax
     """
-    _keras("tensorflow")
-    from .verify import verify_run
+    from . import api
 
-    if target and target.endswith(".onnx"):
-        onnx_path = Path(target)
-        if not onnx_path.is_file():
-            raise UsageError(f"{target}: no such ONNX file; run `zoo export` first")
-        run = onnx_path.parent
-    else:
-        run = runs.find_run(target, out)
-        onnx_path = run / "model.onnx"
-    with runs.locked(run, create=False):
-        verify_run(run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir, log=click.echo)
+    api.verify(target, out=out, atol=atol, rtol=rtol, data_dir=data_dir, log=click.echo)
 
 
 @main.command()
@@ -341,15 +282,16 @@ def verify(target, atol, rtol, data_dir, out):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
 @handled
 def predict(model, inputs, top_k, as_json):
-    """Run an exported model with onnxruntime alone on a .npy, .png/.jpg or .csv.
+    """Run an exported model with onnxruntime alone on a .npy, an image, a .csv or a .pb.
 
     \b
     Example:
-      zoo predict exports/fashion-mnist-softmax/model.onnx shoe.png
+      zoo predict exports/digits-softmax/model.onnx exports/digits-softmax/test_data_set_0/input_0.pb
     """
-    from .predict import format_predictions, predict_file
+    from .api import predict as predict_api
+    from .predict import format_predictions
 
-    results = predict_file(model, inputs, top_k=top_k)
+    results = predict_api(model, inputs, top_k=top_k)
     click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))
 
 
@@ -364,11 +306,12 @@ def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, qui
     Example:
       zoo run specs/digits-softmax.json
     """
-    spec = _override(load_spec(spec_file), epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
-    run_folder = runs.run_dir(spec.name, out)
-    _train(spec, run_folder, data_dir, False, device, backend, quiet)
-    with runs.locked(run_folder):
-        _export(run_folder, None, None, None, data_dir, quiet=quiet)
+    from . import api
+
+    done = api.run(spec_file, out=out, data_dir=data_dir, device=device, backend=backend,
+                   log=None if quiet else click.echo, quiet=quiet, epochs=epochs, batch_size=batch_size,
+                   learning_rate=learning_rate, seed=seed)
+    _report_training(done["metrics"], done["run"])
 
 
 # ----- web: the page zoo export --web writes ----------------------------------------------
