@@ -152,10 +152,15 @@ def test_predict_bad_inputs_are_one_line(fashion_run, tmp_path, make, message):
 def test_verify_a_corrupt_onnx_is_one_line(fashion_run, tmp_path):
     run = tmp_path / "corrupt"
     shutil.copytree(fashion_run, run)
-    (run / "model.onnx").write_bytes((run / "model.onnx").read_bytes()[:500])
-    done = subprocess.run([sys.executable, "-m", "zoo", "verify", str(run / "model.onnx")], capture_output=True, text=True)
+    cut = (run / "model.onnx").read_bytes()[:500]
+    (run / "cut.onnx").write_bytes(cut)  # a truncated copy beside the run: the loader's error
+    done = subprocess.run([sys.executable, "-m", "zoo", "verify", str(run / "cut.onnx")], capture_output=True, text=True)
     assert done.returncode == 2
     assert "not a loadable ONNX model" in done.stderr and "Traceback" not in done.stderr
+    (run / "model.onnx").write_bytes(cut)  # the run's own, truncated in place: its record names it first
+    done = subprocess.run([sys.executable, "-m", "zoo", "verify", str(run / "model.onnx")], capture_output=True, text=True)
+    assert done.returncode == 8
+    assert "changed since `zoo export` wrote it" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_export_of_an_untrained_run_is_refused(zoo, tmp_path):

@@ -132,7 +132,7 @@ def test_a_given_folder_without_onnxruntime_web_is_an_error_not_a_cdn(digits, tm
 
 def test_export_says_what_is_missing(digits, tmp_path):
     done = _zoo("export", digits, "--no-onnx", cwd=tmp_path)
-    assert done.returncode == 2 and done.stderr == "Error: nothing to export: give --onnx and/or --web\n"
+    assert done.returncode == 2 and done.stderr == "Error: nothing to export: give --onnx, --web and/or --triton\n"
     done = _zoo("export", digits, "--ort-web", "cdn", cwd=tmp_path)
     assert done.returncode == 2 and "add --web" in done.stderr
 
