@@ -374,3 +374,27 @@ def test_postgresql_sweep_with_two_workers(tmp_path, postgres):
     other = run_sweep(tmp_path, "--set", "train.learning_rate=0.05,0.3", "--epochs", "1", "--storage", postgres,
                       "--study", "pg")
     assert other.returncode == 2 and "study pg holds another sweep" in other.stderr, other.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_sweep_and_its_workers_with_143(tmp_path):
+    """A scheduler cancelling the job: one line, exit 143 as everywhere in zoo, no worker left behind."""
+    proc = start_sweep(tmp_path, "--set", "train.learning_rate=0.05,0.1", "--seeds", "0", "--epochs", "200",
+                       "--workers", "1")
+    logs = tmp_path / "exports" / "sweeps"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not list(logs.glob("*/logs/*")):
+            time.sleep(0.2)
+        time.sleep(1.0)  # the worker is starting or training
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, stdout + stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: terminated (SIGTERM)"), stderr
+    leftover = subprocess.run(["pgrep", "-f", "--", f"--out {tmp_path / 'exports'}"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == "", "a worker outlived the sweep"

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import runs
+from .errors import Interrupted as SignalInterrupted
 from .errors import SpecError, TrainingError, UsageError, ZooError
 from .spec import NAME_PATTERN, Spec, load_spec, resolve, validate
 
@@ -607,10 +608,13 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
         try:
             with _sigterm_interrupts():
                 _monitor(study, definition, procs, quiet, echo)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C (130) or SIGTERM (errors.Interrupted, 143), as everywhere in zoo
             grace = definition["heartbeat"] * GRACE_FACTOR
-            raise Interrupted(f"interrupted; finished trials are kept: run the same command again to continue "
-                              f"(a trial cut short is retried once its heartbeat is {grace}s old)") from None
+            stopped = Interrupted(f"{'terminated (SIGTERM)' if isinstance(e, SignalInterrupted) else 'interrupted'}; "
+                                  f"finished trials are kept: run the same command again to continue "
+                                  f"(a trial cut short is retried once its heartbeat is {grace}s old)")
+            stopped.exit_code = SignalInterrupted.exit_code if isinstance(e, SignalInterrupted) else 130
+            raise stopped from None
         finally:
             _stop(procs)
     found = results(study, definition)
@@ -627,7 +631,7 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
 def _sigterm_interrupts():
     """SIGTERM (a scheduler cancelling the job) stops the workers like Ctrl-C does."""
     def interrupt(signum, frame):
-        raise KeyboardInterrupt
+        raise SignalInterrupted()
 
     try:
         previous = signal.signal(signal.SIGTERM, interrupt)
