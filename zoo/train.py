@@ -193,6 +193,10 @@ class CompiledEpochs:
         self.plain_sgd = (type(opt).__name__ == "SGD" and not opt.momentum and opt.weight_decay is None
                           and opt.clipnorm is None and opt.clipvalue is None and opt.global_clipnorm is None
                           and not opt.use_ema and not opt.gradient_accumulation_steps)
+        # With op determinism on, tf.nn.sparse_softmax_cross_entropy_with_logits swaps its fused
+        # kernel for log_softmax + a batched gather (the GPU kernel is not deterministic): more
+        # ops every step and a longer trace. The CPU kernel is deterministic; use it there.
+        self.fused_xent = not tf.config.list_logical_devices("GPU")
         self._epoch = tf.function(self._train_epoch, jit_compile=False)
         self._eval_data = {}
 
@@ -204,7 +208,11 @@ class CompiledEpochs:
         import tensorflow as tf
 
         if self.classifier:
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, out))
+            if self.fused_xent:
+                per_example = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=out, labels=y)[0]
+            else:
+                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(y, out)
+            loss = tf.reduce_mean(per_example)
             right = tf.equal(tf.argmax(out, axis=-1, output_type=y.dtype), y)
             return loss, tf.reduce_sum(tf.cast(right, tf.float32))
         error = y - out
@@ -545,7 +553,18 @@ class EpochWriter:
 
     def wait(self) -> None:
         if self.thread is not None:
-            self.thread.join()
+            import signal
+            import threading
+
+            # Ctrl-C / SIGTERM wait until the write is done: an interrupt raised out of join()
+            # would leave the writer running while the process unwinds and exits.
+            main = threading.current_thread() is threading.main_thread()
+            masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if main else None
+            try:
+                self.thread.join()
+            finally:
+                if masked is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, masked)
             self.thread = None
         if self.error is not None:
             error, self.error = self.error, None
