@@ -253,7 +253,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="override the specs' epochs (for a quick smoke run)")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("ZOO_DATA_DIR", DEFAULT_DATA)))
     p.add_argument("--no-warmup", action="store_true", help="skip the untimed 1-epoch run of each method")
-    p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column even where torch is installed")
+    p.add_argument("--no-torch", action="store_true", help="leave out the PyTorch column even where torch is installed "
+                   "(so does --torch-repeats 0)")
     p.add_argument("--torch-repeats", type=int, default=None,
                    help="timed runs of the PyTorch peer (default: --repeats; it is the slowest by far)")
     p.add_argument("--plain-determinism", action="store_true",
@@ -264,11 +265,12 @@ def main(argv=None):
     print(f"machine: {machine()}")
     print(f"date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; load average at start: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"settings: repeats {args.repeats} (torch: {args.torch_repeats or args.repeats}), "
+    print(f"settings: repeats {args.repeats} (torch: {args.repeats if args.torch_repeats is None else args.torch_repeats}), "
           f"epochs {args.epochs or 'from spec'}, data {args.data_dir}, "
           f"plain-fit op determinism {'on' if args.plain_determinism else 'off'}", flush=True)
 
-    methods = ["hand", "zoo", "plain"] + (["torch"] if torch is not None and not args.no_torch else [])
+    methods = ["hand", "zoo", "plain"] + (["torch"] if torch is not None and not args.no_torch
+                                          and args.torch_repeats != 0 else [])
     print(f"methods: {', '.join(methods)}" + ("" if torch is not None else " (torch is not installed: no PyTorch column)"))
     datasets = {s.name: data.load_dataset(s, args.data_dir) for s in specs}
 

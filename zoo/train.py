@@ -4,8 +4,8 @@ Speed: for models this small Keras's per-step overhead, not arithmetic, sets the
 time. So on the TensorFlow backend zoo runs its own compiled epoch (CompiledEpochs):
 the training set stays resident as tensors and one tf.function call gathers every
 batch of an epoch from its permutation and applies the Keras optimizer, as a
-hand-written TF loop does (benchmarks/train_bench.py measures both), with XLA off on
-CPU, where it was slower (benchmarks/RESULTS.md, "XLA on CPU"). The jax and torch
+hand-written TF loop does (benchmarks/train_bench.py measures both), and the same call
+ends with the evaluation of the (resident) validation set, with XLA off on CPU, where it was slower (benchmarks/RESULTS.md, "XLA on CPU"). The jax and torch
 backends run `model.fit` one epoch at a time (FitEpochs) in the same order.
 
 Reproducibility: the seed fixes the initial weights, and the permutation of epoch e
@@ -13,7 +13,8 @@ is a pure function of (seed, e), so a resumed run sees the same batches as an
 uninterrupted one; TensorFlow op determinism is on.
 
 Durability: after each epoch the checkpoint `checkpoints/epoch-NNNN.keras` is written
-(atomically), then `history.json`; `--resume` continues from the epoch history.json
+(atomically), then `history.json` (on TensorFlow by EpochWriter, on a thread, while the
+next epoch trains; the run waits for it before it ends, however it ends); `--resume` continues from the epoch history.json
 names, refusing a spec whose model, data or seed differ from the run's and applying
 changed optimizer settings for real (the optimizer is rebuilt, its state carried).
 A NaN/inf loss stops training at once and keeps the last good checkpoint.
@@ -178,18 +179,24 @@ class CompiledEpochs:
     non-finite loss, before that step's update, and says which step it was.
     """
 
-    def __init__(self, model, spec: Spec, x_train, y_train):
+    def __init__(self, model, spec: Spec, x_train, y_train, validation=None):
         import tensorflow as tf
 
         self.model, self.spec = model, spec
         self.classifier = spec.is_classifier
         self.x, self.y = tf.constant(x_train), tf.constant(y_train)
+        # the validation set, resident too: each epoch's call ends with its evaluation
+        self.val = None if validation is None else (tf.constant(validation[0]), tf.constant(validation[1]))
         self.optimizer = model.optimizer
         self.optimizer.build(model.trainable_variables)
         opt = self.optimizer
         self.plain_sgd = (type(opt).__name__ == "SGD" and not opt.momentum and opt.weight_decay is None
                           and opt.clipnorm is None and opt.clipvalue is None and opt.global_clipnorm is None
                           and not opt.use_ema and not opt.gradient_accumulation_steps)
+        # With op determinism on, tf.nn.sparse_softmax_cross_entropy_with_logits swaps its fused
+        # kernel for log_softmax + a batched gather (the GPU kernel is not deterministic): more
+        # ops every step and a longer trace. The CPU kernel is deterministic; use it there.
+        self.fused_xent = not tf.config.list_logical_devices("GPU")
         self._epoch = tf.function(self._train_epoch, jit_compile=False)
         self._eval_data = {}
 
@@ -201,7 +208,11 @@ class CompiledEpochs:
         import tensorflow as tf
 
         if self.classifier:
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, out))
+            if self.fused_xent:
+                per_example = tf.raw_ops.SparseSoftmaxCrossEntropyWithLogits(features=out, labels=y)[0]
+            else:
+                per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(y, out)
+            loss = tf.reduce_mean(per_example)
             right = tf.equal(tf.argmax(out, axis=-1, output_type=y.dtype), y)
             return loss, tf.reduce_sum(tf.cast(right, tf.float32))
         error = y - out
@@ -243,28 +254,45 @@ class CompiledEpochs:
             apply_fn(grads)
             loss_sum += loss * tf.cast(tf.shape(idx)[0], tf.float32)
             metric_sum += metric
-        return loss_sum, metric_sum, bad_step, bad_loss
+        val_loss, val_metric = tf.constant(0.0), tf.constant(0.0)
+        if self.val is not None:  # (a Python branch: decided once, at tracing)
+            eval_fn = tf.autograph.experimental.do_not_convert(self._eval_batch)
+            xv, yv = self.val
+            nv = tf.shape(xv)[0]
+            for start in tf.range(0, nv, EVAL_BATCH):
+                end = tf.minimum(start + EVAL_BATCH, nv)
+                loss, metric = eval_fn(xv[start:end], yv[start:end])
+                val_loss += loss
+                val_metric += metric
+        return loss_sum, metric_sum, bad_step, bad_loss, val_loss, val_metric
 
     def _eval_batch(self, xb, yb):
         loss, metric = self._loss_and_metric(yb, self.model(xb, training=False))
         return loss * len_of(xb), metric
 
     def train_epoch(self, order, batch_size) -> dict:
-        """Train one epoch in `order`. Returns its logs, or {"nan": (step, loss)}."""
+        """Train one epoch in `order`. Returns its logs (with val_* after evaluating the
+        validation set, in the same call, when there is one), or {"nan": (step, loss)}."""
         import tensorflow as tf
 
-        loss_sum, metric_sum, bad_step, bad_loss = self._epoch(tf.constant(order, tf.int32),
-                                                               tf.constant(batch_size, tf.int32))
+        loss_sum, metric_sum, bad_step, bad_loss, val_loss, val_metric = self._epoch(
+            tf.constant(order, tf.int32), tf.constant(batch_size, tf.int32))
         if int(bad_step):
             return {"nan": (int(bad_step), float(bad_loss))}
-        n = len(order)
-        return {"loss": float(loss_sum) / n, ("accuracy" if self.classifier else "mae"): float(metric_sum) / n}
+        n, name = len(order), "accuracy" if self.classifier else "mae"
+        logs = {"loss": float(loss_sum) / n, name: float(metric_sum) / n}
+        if self.val is not None:
+            nv = int(self.val[0].shape[0])
+            logs.update({"val_loss": float(val_loss) / nv, f"val_{name}": float(val_metric) / nv})
+        return logs
 
     def evaluate(self, x, y) -> dict:
         """Loss and accuracy (or MAE) over (x, y), eagerly in chunks of EVAL_BATCH.
 
-        Eager, not a tf.function: tracing the model a second time cost ~0.4 s, more than
-        ten eager passes over Fashion-MNIST's test set (measured, benchmarks/RESULTS.md).
+        For the one-off evaluations (the test set after training). The per-epoch validation
+        runs inside the epoch's tf.function instead (train_epoch): a tf.function of its own
+        cost ~0.4 s of tracing, more than ten eager passes (benchmarks/RESULTS.md), while in
+        the epoch's graph the forward pass adds little to the one trace.
         """
         import tensorflow as tf
 
@@ -314,13 +342,18 @@ class FitEpochs:
         return {k: float(v) for k, v in self.model.evaluate(x, y, batch_size=EVAL_BATCH, verbose=0, return_dict=True).items()}
 
 
-def epoch_runner(model, spec: Spec, x_train, y_train, compiled=None):
-    """CompiledEpochs on TensorFlow, FitEpochs elsewhere (or when `compiled` is False)."""
+def epoch_runner(model, spec: Spec, x_train, y_train, compiled=None, validation=None):
+    """CompiledEpochs on TensorFlow, FitEpochs elsewhere (or when `compiled` is False).
+
+    CompiledEpochs evaluates `validation` inside each epoch's call; FitEpochs leaves it to evaluate().
+    """
     import keras
 
     if compiled is None:
         compiled = keras.backend.backend() == "tensorflow"
-    return (CompiledEpochs if compiled else FitEpochs)(model, spec, x_train, y_train)
+    if compiled:
+        return CompiledEpochs(model, spec, x_train, y_train, validation)
+    return FitEpochs(model, spec, x_train, y_train)
 
 
 def format_epoch(record, epochs):
@@ -466,6 +499,87 @@ def write_checkpoint(run: Path, model, epoch: int, made_from: dict) -> None:
         model.save(tmp)
 
 
+class EpochWriter:
+    """Commits epochs on a background thread while the next epoch trains.
+
+    model.save is ~15 ms of Python walking Keras's object graph, per epoch; TensorFlow
+    releases the GIL while an epoch's graph runs, so the write overlaps the next epoch.
+    What is saved is a snapshot: a clone of the model and its optimizer whose variables
+    are assigned from the live ones when the epoch ends. The order is the synchronous
+    one: checkpoint, then history.json (which commits the epoch), then pruning; commit()
+    first waits for the previous epoch's, and close() (in a finally) waits for the last,
+    so an interrupted or diverged run leaves every finished epoch committed and no
+    temporary file. A failure in the writer is raised in the training thread.
+    """
+
+    def __init__(self, model, spec: Spec, steps, run: Path, made_from: dict):
+        import keras
+
+        opt = model.optimizer
+        self.shadow = keras.models.clone_model(model)
+        compile_model(self.shadow, spec, steps, optimizer=type(opt).from_config(opt.get_config()))
+        self.shadow.optimizer.build(self.shadow.trainable_variables)
+        live = [*model.variables, *opt.variables]
+        copy = [*self.shadow.variables, *self.shadow.optimizer.variables]
+        if len(live) != len(copy) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(live, copy)):
+            raise TrainingError("internal: the checkpoint snapshot does not mirror the model")  # never seen
+        self.pairs = list(zip(live, copy))
+        self.run, self.made_from = run, made_from
+        self.thread, self.error = None, None
+
+    @staticmethod
+    def make(model, spec: Spec, steps, run: Path, made_from: dict):
+        """An EpochWriter, or None where the model cannot be mirrored (then commit synchronously)."""
+        try:
+            return EpochWriter(model, spec, steps, run, made_from)
+        except Exception:
+            return None
+
+    def commit(self, epoch: int, history: list, keep=()) -> None:
+        import threading
+
+        self.wait()
+        for live, copy in self.pairs:
+            copy.assign(live)
+        self.thread = threading.Thread(target=self._write, args=(epoch, list(history), tuple(keep)),
+                                       name=f"zoo-checkpoint-{epoch}")  # not a daemon: exit waits for it
+        self.thread.start()
+
+    def _write(self, epoch, history, keep):
+        try:
+            commit_epoch(self.run, self.shadow, epoch, history, self.made_from, keep)
+        except BaseException as e:  # raised in the training thread by wait()
+            self.error = e
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            import signal
+            import threading
+
+            # Ctrl-C / SIGTERM wait until the write is done: an interrupt raised out of join()
+            # would leave the writer running while the process unwinds and exits.
+            main = threading.current_thread() is threading.main_thread()
+            masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if main else None
+            try:
+                self.thread.join()
+            finally:
+                if masked is not None:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, masked)
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    close = wait
+
+
+def commit_epoch(run: Path, model, epoch: int, history: list, made_from: dict, keep=()) -> None:
+    """The checkpoint of `epoch`, then history.json (which commits it), then pruning."""
+    write_checkpoint(run, model, epoch, made_from)
+    write_history(run, history, made_from)
+    prune_checkpoints(run, keep=keep)
+
+
 def prune_checkpoints(run: Path, keep=()) -> None:
     """Keep the last KEEP_CHECKPOINTS checkpoints and those of the epochs in `keep`."""
     kept = {checkpoint_path(run, e).name for e in keep}
@@ -550,7 +664,7 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
         runs.start_over(run)
         write_history(run, [], made_from)
 
-    runner = epoch_runner(model, spec, x_train, y_train, compiled)
+    runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
     tty = sys.stdout.isatty()
     if not quiet:
         log(f"training {spec.name}: {len(x_train):,} examples, {epochs - first_epoch} epoch(s), "
@@ -559,35 +673,42 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
             f"on {device_name} ({backend})")
     bar = keras.utils.Progbar(epochs - first_epoch, unit_name="epoch") if tty and not quiet else None
     started = time.perf_counter()
+    writer = EpochWriter.make(model, spec, steps, run, made_from) if isinstance(runner, CompiledEpochs) else None
     nan, epochs_run = None, 0
-    for epoch in range(first_epoch, epochs):
-        if stopped_early(history, es):
-            break
-        epoch_started = time.perf_counter()
-        model.optimizer.learning_rate.assign(learning_rate_at(t, epoch))
-        logs = runner.train_epoch(epoch_permutation(len(x_train), seed, epoch), bs)
-        if "nan" in logs:
-            nan = (epoch + 1, *logs["nan"])
-            break
-        if validation is not None:
-            logs.update({f"val_{k}": v for k, v in runner.evaluate(*validation).items()})
-        if not all(math.isfinite(v) for v in logs.values()):
-            nan = (epoch + 1, "end", next(v for v in logs.values() if not math.isfinite(v)))
-            break
-        record = {"epoch": epoch + 1, **logs, "learning_rate": optimizer_record(model.optimizer)["learning_rate"],
-                  "seconds": round(time.perf_counter() - epoch_started, 4)}
-        recorded = {k: [a, b] for k, (a, b) in changes.items() if k != "train.epochs"}  # more epochs: resume's purpose
-        if recorded and epoch == first_epoch:
-            record["changed_on_resume"] = recorded
-        write_checkpoint(run, model, epoch + 1, made_from)
-        history.append(record)
-        write_history(run, history, made_from)  # commits the epoch
-        prune_checkpoints(run, keep=[early_stopping_state(history, es)[0]] if es else ())
-        epochs_run += 1
-        if bar is not None:
-            bar.update(epochs_run, values=[(k, v) for k, v in logs.items()])
-        elif not quiet:
-            print(format_epoch(record, epochs), flush=True)
+    try:
+        for epoch in range(first_epoch, epochs):
+            if stopped_early(history, es):
+                break
+            epoch_started = time.perf_counter()
+            model.optimizer.learning_rate.assign(learning_rate_at(t, epoch))
+            logs = runner.train_epoch(epoch_permutation(len(x_train), seed, epoch), bs)
+            if "nan" in logs:
+                nan = (epoch + 1, *logs["nan"])
+                break
+            if validation is not None and "val_loss" not in logs:  # (CompiledEpochs validates in its epoch call)
+                logs.update({f"val_{k}": v for k, v in runner.evaluate(*validation).items()})
+            if not all(math.isfinite(v) for v in logs.values()):
+                nan = (epoch + 1, "end", next(v for v in logs.values() if not math.isfinite(v)))
+                break
+            record = {"epoch": epoch + 1, **logs, "learning_rate": optimizer_record(model.optimizer)["learning_rate"],
+                      "seconds": round(time.perf_counter() - epoch_started, 4)}
+            recorded = {k: [a, b] for k, (a, b) in changes.items() if k != "train.epochs"}  # more epochs: resume's purpose
+            if recorded and epoch == first_epoch:
+                record["changed_on_resume"] = recorded
+            history.append(record)
+            keep = [early_stopping_state(history, es)[0]] if es else ()
+            if writer is not None:  # checkpoint and history.json written while the next epoch trains
+                writer.commit(epoch + 1, history, keep)
+            else:
+                commit_epoch(run, model, epoch + 1, history, made_from, keep)
+            epochs_run += 1
+            if bar is not None:
+                bar.update(epochs_run, values=[(k, v) for k, v in logs.items()])
+            elif not quiet:
+                print(format_epoch(record, epochs), flush=True)
+    finally:
+        if writer is not None:
+            writer.close()  # the last epoch committed (also when interrupted or diverged)
     wall = time.perf_counter() - started
     if nan:
         epoch, step, loss = nan
