@@ -13,6 +13,7 @@ Model metadata (ONNX `metadata_props`) carries the keys in META, each a JSON val
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,10 +82,7 @@ class Contract:
 
     @property
     def example_size(self) -> int:
-        n = 1
-        for d in self.input_shape:
-            n *= d
-        return n
+        return math.prod(self.input_shape)
 
     def labels(self) -> list[str]:
         """Class names for the labeled output; indices where the spec named none."""
@@ -128,7 +126,7 @@ class Contract:
             raise UsageError(f"{source}: outputs {list(outputs)} are not zoo's {list(CLASSIFIER_OUTPUTS)} "
                              f"or {list(REGRESSION_OUTPUTS)}")
         shapes = tuple(_dims(o.name, o.shape, source) for o in sess.get_outputs())
-        widths = tuple(_prod(d) for d in shapes)
+        widths = tuple(math.prod(d) for d in shapes)
         meta = read_metadata(sess.get_modelmeta().custom_metadata_map, source)
         names = meta.get(META_CLASS_NAMES) or []
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -137,13 +135,6 @@ class Contract:
         return cls(name=str(spec.get("name") or Path(str(source)).parent.name or "model"),
                    input_shape=_dims(inp.name, inp.shape, source), input_dtype=by_type[inp.type], outputs=outputs,
                    output_widths=widths, class_names=tuple(names), metadata=meta, output_shapes=shapes)
-
-
-def _prod(xs):
-    n = 1
-    for x in xs:
-        n *= x
-    return n
 
 
 def _dims(name, shape, source) -> tuple[int, ...]:

@@ -19,7 +19,6 @@ convention: input_0.pb, output_0.pb, ...) so other runtimes can check the file.
 from __future__ import annotations
 
 import ctypes
-import json
 from pathlib import Path
 
 import numpy as np
@@ -178,10 +177,11 @@ def check_provenance(run: Path, onnx_path: Path) -> dict:
     if own:
         runs.check_chain(run, "model.onnx")
     meta = Contract.from_onnx(onnx_path).metadata
-    if runs.check(run, "model.keras")["stage"] != "train":
+    model_entry = runs.check(run, "model.keras")
+    if model_entry["stage"] != "train":
         raise UsageError(f"{run}/model.keras: is the untrained model `zoo build` wrote; run `zoo train {run}` first")
     made_from = (meta.get(META_PROVENANCE) or {}).get("model.keras")
-    current = runs.manifest(run)["model.keras"]["sha256"]
+    current = model_entry["sha256"]
     if made_from != current:
         raise ProvenanceError(f"{onnx_path}: was exported from another model.keras (sha256 {str(made_from)[:12]}) "
                               f"than the one in {run} ({current[:12]}); export it again with `zoo export {run}`")
