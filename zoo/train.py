@@ -197,11 +197,9 @@ class CompiledEpochs:
         # kernel for log_softmax + a batched gather (the GPU kernel is not deterministic): more
         # ops every step and a longer trace. The CPU kernel is deterministic; use it there.
         self.fused_xent = not tf.config.list_logical_devices("GPU")
-        self._epoch = tf.function(self._train_epoch, jit_compile=False)
+        self._epoch = tf.function(self._train_epoch, jit_compile=False, autograph=False)
         self._eval_data = {}
 
-    # The model call, the gradients and the update run outside autograph (as Keras's own
-    # train step does): only the loop itself is converted, which keeps tracing short.
     def _loss_and_metric(self, y, out):
         """(mean loss, summed accuracy or absolute error): plain TF ops, the math Keras's
         SparseCategoricalCrossentropy(from_logits) / MSE and accuracy / MAE compute."""
@@ -237,33 +235,45 @@ class CompiledEpochs:
             opt.apply(grads, variables)
 
     def _train_epoch(self, order, batch_size):
+        """The epoch's graph, written with tf.while_loop and tf.cond: the function is traced
+        with autograph off, whose source-to-source conversion cost more than the trace itself
+        (~0.2 s of the first epoch, benchmarks/RESULTS.md)."""
         import tensorflow as tf
 
-        step_fn = tf.autograph.experimental.do_not_convert(self._step)
-        apply_fn = tf.autograph.experimental.do_not_convert(self._apply)
         n = tf.shape(order)[0]
         steps = (n + batch_size - 1) // batch_size
-        loss_sum, metric_sum = tf.constant(0.0), tf.constant(0.0)
-        bad_step, bad_loss = tf.constant(0), tf.constant(0.0)
-        for step in tf.range(steps):
+
+        def more(step, loss_sum, metric_sum, bad_step, bad_loss):
+            return tf.logical_and(step < steps, tf.equal(bad_step, 0))
+
+        def train_step(step, loss_sum, metric_sum, bad_step, bad_loss):
             idx = order[step * batch_size:tf.minimum((step + 1) * batch_size, n)]
-            loss, metric, grads = step_fn(tf.gather(self.x, idx), tf.gather(self.y, idx))
-            if not tf.math.is_finite(loss):  # stop before this step's update
-                bad_step, bad_loss = step + 1, loss
-                break
-            apply_fn(grads)
-            loss_sum += loss * tf.cast(tf.shape(idx)[0], tf.float32)
-            metric_sum += metric
-        val_loss, val_metric = tf.constant(0.0), tf.constant(0.0)
+            loss, metric, grads = self._step(tf.gather(self.x, idx), tf.gather(self.y, idx))
+
+            def update():
+                self._apply(grads)
+                return loss_sum + loss * len_of(idx), metric_sum + metric, bad_step, bad_loss
+
+            def stop():  # before this step's update
+                return loss_sum, metric_sum, step + 1, loss
+
+            return (step + 1, *tf.cond(tf.math.is_finite(loss), update, stop))
+
+        zero = tf.constant(0.0)
+        _, loss_sum, metric_sum, bad_step, bad_loss = tf.while_loop(
+            more, train_step, (tf.constant(0), zero, zero, tf.constant(0), zero))
+        val_loss, val_metric = zero, zero
         if self.val is not None:  # (a Python branch: decided once, at tracing)
-            eval_fn = tf.autograph.experimental.do_not_convert(self._eval_batch)
             xv, yv = self.val
             nv = tf.shape(xv)[0]
-            for start in tf.range(0, nv, EVAL_BATCH):
+
+            def evaluate(start, loss_sum, metric_sum):
                 end = tf.minimum(start + EVAL_BATCH, nv)
-                loss, metric = eval_fn(xv[start:end], yv[start:end])
-                val_loss += loss
-                val_metric += metric
+                loss, metric = self._eval_batch(xv[start:end], yv[start:end])
+                return start + EVAL_BATCH, loss_sum + loss, metric_sum + metric
+
+            _, val_loss, val_metric = tf.while_loop(lambda start, *_: start < nv, evaluate,
+                                                    (tf.constant(0), zero, zero))
         return loss_sum, metric_sum, bad_step, bad_loss, val_loss, val_metric
 
     def _eval_batch(self, xb, yb):
