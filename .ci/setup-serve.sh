@@ -3,16 +3,17 @@
 # dependencies because it declares numpy<2 while zoo needs numpy>=2; its real runtime
 # dependencies are in the `serve` extra, and zoo.serve works around the stub's NumPy-1 ABI.
 # Its wheel is Linux x86_64 only. nginx goes in front of Triton's REST port to limit request
-# bodies (Triton 2.51 dies on one of ~4 MiB). Idempotent; assumes `apt-get update` ran.
+# bodies (Triton 2.51 dies on one of ~4 MiB), with njs for 400s. Idempotent; assumes `apt-get update` ran.
 set -euo pipefail
 if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then
     pip show nvidia-pytriton >/dev/null 2>&1 || pip install --no-deps 'nvidia-pytriton==0.7.0'  # the pip .ci/run uses
 else
     echo "setup-serve: no nvidia-pytriton wheel for $(uname -sm); the serve tests will skip"
 fi
-if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light \
-        || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx
+# libnginx-mod-http-js: the edge's njs script turns Triton 2.51's 500 for an unparsable request into a 400
+if [ ! -f /usr/lib/nginx/modules/ngx_http_js_module.so ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx-light libnginx-mod-http-js \
+        || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx libnginx-mod-http-js
     # zoo serve starts its own nginx; the distribution's service is not wanted
     if command -v service >/dev/null; then service nginx stop >/dev/null 2>&1 || true; fi
 fi

@@ -1,29 +1,34 @@
 """`zoo serve`: exported models served over the Open Inference Protocol by a real Triton server.
 
-PyTriton (`nvidia-pytriton`) starts the Triton Inference Server it bundles and binds each
-model to a Python callable: here an onnxruntime session. Triton owns everything on the
-wire: REST and gRPC (KServe v2 / Open Inference Protocol), dynamic batching, the
-health, ready and metadata endpoints, Prometheus metrics, and the checking of every
+PyTriton (`nvidia-pytriton`) starts the Triton Inference Server it bundles (2.51), on a
+model repository zoo writes for the occasion: per model, the config.pbtxt zoo.triton
+generates from the contract, with Triton's Python backend running zoo.triton_backend,
+which runs the run's model.onnx with onnxruntime inside the backend's stub processes (one
+per instance). Triton owns everything on the wire: REST and gRPC (KServe v2 / Open
+Inference Protocol), dynamic batching, the health, ready and metadata endpoints,
+Prometheus metrics, the classification extension (labels.txt), and the checking of every
 request against the model's configuration (input name, datatype, shape, batch size),
-which it answers with a 400 before our code runs. zoo maps the contract (zoo.contract)
-onto that configuration and owns nothing else.
+which it answers with a 400 before our code runs.
+
+Not PyTriton's `bind()`: a bound callable runs in this process, so every request crossed
+the stub, ZeroMQ and PyTriton's shared-memory tensor store (a process of its own) twice;
+at concurrency 32 that served 0.64x the peer's gRPC requests/s, the Python backend 2.8x
+(benchmarks/RESULTS.md).
 
 The edge: Triton 2.51's HTTP server dies on a body of about 4 MiB, so where nginx is
 installed it listens on the REST port, limits bodies (413) and proxies to Triton on a
-private loopback port. Triton answers malformed JSON with a 500 (a clear message, but
-not a 4xx); the README and the tests say so.
+private loopback port. Triton 2.51 also answers a request it cannot parse (malformed
+JSON, `data` not matching its `shape`) with a 500; with nginx's njs module the edge
+turns those answers, and only those, into a 400 with Triton's message (serve_edge.js).
 
-Four traps, all handled here (see /work/shared/PITFALLS.md):
-- PyTriton's Python-backend stub can load another libpython than the running
-  interpreter's; the interpreter's LIBDIR goes first on LD_LIBRARY_PATH.
+Traps, handled here and in zoo.triton_backend (see /work/shared/PITFALLS.md):
+- The Python-backend stub can load another libpython than the running interpreter's;
+  the interpreter's LIBDIR goes first on LD_LIBRARY_PATH.
 - The stub bundled with nvidia-pytriton 0.7 was built with a pybind11 that predates
   NumPy 2 (it reads dtype sizes through the NumPy 1 ABI, so every tensor it converts has
-  0 bytes). Under NumPy 2 the two conversions of PyTriton's proxy that go through it
-  are switched to DLPack, which the stub also supports and which needs no NumPy ABI.
-- The proxy gives the stub 1 s to fetch its configuration at start-up, too little on a
-  busy machine; it gets 60.
-- Triton's /v2/health/ready answers 200 before PyTriton has loaded the models; wait on
-  /v2/models/<name>/ready (zoo serve prints its banner only once they are loaded).
+  0 bytes). Under NumPy 2 the backend moves tensors by DLPack, which needs no NumPy ABI.
+- Triton loads every model of the repository before it reports ready (explicit model
+  control, load-model *), so zoo serve prints its banner only once they are loaded.
 """
 
 from __future__ import annotations
@@ -35,9 +40,11 @@ import os
 import signal
 import socket
 import sysconfig
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from . import triton as repo_format
@@ -157,70 +164,20 @@ def _stub_environment() -> None:
         os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
 
 
-# PyTriton's proxy (model.py, run by Triton's Python-backend stub) converts tensors with
-# pybind11's NumPy-1-only code; under NumPy 2 we hand it the same data by DLPack instead.
-_PROXY_FIXES = (
-    ("\nfrom . import communication, data\n",
-     "\nfrom . import communication, data\n"
-     "import sys as _zoo_sys\n"
-     "import numpy as _zoo_np\n"
-     "_zoo_hook = _zoo_sys.unraisablehook\n"
-     "def _zoo_unraisable(u):  # the stub marks a consumed capsule 'used_dlpack'; numpy's deleter expects\n"
-     "    if not (isinstance(u.exc_value, ValueError) and 'PyCapsule' in str(u.exc_value)):  # 'used_dltensor'\n"
-     "        _zoo_hook(u)\n"
-     "_zoo_sys.unraisablehook = _zoo_unraisable\n"),
-    ("request[input_name] = input_tensor.as_numpy()",
-     "request[input_name] = _zoo_np.from_dlpack(input_tensor)"),
-    ("pb_utils.Tensor(name, value)",
-     "pb_utils.Tensor.from_dlpack(name, _zoo_np.ascontiguousarray(value).__dlpack__())"),
-)
-
-
-# The proxy gives the stub 1 s to fetch its configuration from our process at start-up; on
-# a busy 2-core machine that is not always enough ("Model initialize error ... handshake").
-_HANDSHAKE_FIX = ("get_config_from_handshake_server(handshake_socket)",
-                  "get_config_from_handshake_server(handshake_socket, timeout_s=60.0)")
-
-
-def _proxy_fixes() -> None:
-    """Patch the proxy files PyTriton sends to Triton's model store (never the installed package)."""
-    import numpy as np
-    from pytriton.models import model as pytriton_model
-
-    if getattr(pytriton_model.Model, "_zoo_fixed", False):
-        return
-    fixes = (_HANDSHAKE_FIX, *(_PROXY_FIXES if int(np.__version__.split(".")[0]) >= 2 else ()))
-    original = pytriton_model.Model.get_proxy_model_files
-
-    def get_proxy_model_files(self):
-        files = original(self)
-        key = f"file:{self.model_version}/model.py"
-        source = files[key].decode("utf-8")
-        for old, new in fixes:
-            if old not in source:
-                raise UsageError(f"this nvidia-pytriton's proxy differs from 0.7's ({old!r} not found); "
-                                 f"install nvidia-pytriton==0.7.0")
-            source = source.replace(old, new)
-        files[key] = source.encode("utf-8")
-        return files
-
-    pytriton_model.Model.get_proxy_model_files = get_proxy_model_files
-    pytriton_model.Model._zoo_fixed = True
-
-
-def _infer_function(served: Served):
-    """The callable PyTriton binds: a batch of requests in, onnxruntime's outputs out."""
-    import onnxruntime as ort
-    from pytriton.decorators import batch
-
-    session = ort.InferenceSession(str(served.onnx), providers=["CPUExecutionProvider"])
-    outputs = list(served.contract.outputs)
-
-    @batch
-    def infer(**inputs):
-        return dict(zip(outputs, session.run(outputs, {INPUT_NAME: inputs[INPUT_NAME]})))
-
-    return infer
+def write_serving_repository(served: list[Served], repo: Path, instances: int) -> None:
+    """The model repository zoo serve hands Triton: per model, config.pbtxt with the Python
+    backend, labels.txt, and 1/model.py (zoo.triton_backend) beside 1/model.onnx."""
+    backend_source = resources.files("zoo").joinpath("triton_backend.py").read_bytes()
+    for s in served:
+        version = repo / s.name / repo_format.VERSION
+        version.mkdir(parents=True)
+        shutil.copyfile(s.onnx, version / repo_format.MODEL_FILE)
+        (version / "model.py").write_bytes(backend_source)
+        if s.contract.is_classifier:
+            (repo / s.name / repo_format.LABELS).write_text("".join(f"{label}\n" for label in s.contract.labels()))
+        (repo / s.name / repo_format.CONFIG).write_text(repo_format.config_text(
+            s.contract, max_batch_size=s.max_batch_size, queue_delay_us=s.queue_delay_us, instances=instances,
+            backend="python"))
 
 
 def urls(served: list[Served], host: str, port: int, grpc_port: int, metrics_port: int) -> list[str]:
@@ -233,14 +190,41 @@ def urls(served: list[Served], host: str, port: int, grpc_port: int, metrics_por
                     f"{', '.join(s.contract.outputs)}  ({s.onnx})" for s in served]
 
 
-def _edge_config(folder: Path, host: str, port: int, triton_port: int) -> str:
-    """nginx in front of Triton's REST port: the request-size limit Triton 2.51 lacks."""
+# nginx's JavaScript module (Debian: libnginx-mod-http-js), for the one correction the edge
+# makes to Triton's answers (zoo/serve_edge.js); without it the edge only limits bodies.
+NJS_MODULES = ("/usr/lib/nginx/modules/ngx_http_js_module.so", "/usr/lib64/nginx/modules/ngx_http_js_module.so",
+               "/usr/local/nginx/modules/ngx_http_js_module.so", "/etc/nginx/modules/ngx_http_js_module.so")
+INFER_PATH = r"^/v2/models/[^/]+(/versions/[^/]+)?/infer$"  # the protocol's inference URL
+
+
+def njs_module() -> str | None:
+    return next((m for m in NJS_MODULES if os.path.isfile(m)), None)
+
+
+def _edge_config(folder: Path, host: str, port: int, triton_port: int, njs: str | None) -> str:
+    """nginx in front of Triton's REST port: the request-size limit Triton 2.51 lacks and,
+    with njs, a 400 rather than Triton's 500 for requests it cannot parse."""
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     error = '{"error": "request body over %d bytes; send fewer examples per request, or use gRPC"}' % MAX_BODY
+    proxy = """proxy_pass http://triton;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 300s;"""
+    infer = "" if njs is None else f"""
+        location ~ {INFER_PATH} {{
+            js_content edge.infer;
+        }}
+        location /_zoo_triton/ {{
+            internal;
+            rewrite ^/_zoo_triton(/.*)$ $1 break;
+            {proxy.replace("proxy_buffering off;", "proxy_buffering on;")}
+        }}"""
     return f"""daemon off;
 worker_processes 1;
 pid {folder}/nginx.pid;
 error_log {folder}/nginx-error.log warn;
+{f"load_module {njs};" if njs else ""}
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
@@ -251,16 +235,14 @@ http {{
     scgi_temp_path {folder}/scgi;
     client_max_body_size {MAX_BODY};
     client_body_buffer_size {MAX_BODY};
+    {f"js_import edge from {folder}/serve_edge.js;" if njs else ""}
+    subrequest_output_buffer_size {MAX_BODY};
     upstream triton {{ server 127.0.0.1:{triton_port}; keepalive 64; }}
     server {{
         listen {listen} reuseport;
         location / {{
-            proxy_pass http://triton;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 300s;
-        }}
+            {proxy}
+        }}{infer}
         error_page 413 = @too_large;
         location @too_large {{
             default_type application/json;
@@ -273,7 +255,6 @@ http {{
 
 def _nginx() -> str | None:
     """nginx's path; Debian puts it in /usr/sbin, which a user's PATH may lack."""
-    import shutil
 
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
@@ -286,7 +267,10 @@ def _start_edge(folder: Path, host: str, port: int, triton_port: int):
     if nginx is None:
         return None
     folder.mkdir()
-    (folder / "nginx.conf").write_text(_edge_config(folder, host, port, triton_port))
+    njs = njs_module()
+    if njs is not None:
+        (folder / "serve_edge.js").write_bytes(resources.files("zoo").joinpath("serve_edge.js").read_bytes())
+    (folder / "nginx.conf").write_text(_edge_config(folder, host, port, triton_port, njs))
     proc = subprocess.Popen([nginx, "-p", str(folder), "-e", str(folder / "nginx-error.log"), "-c",
                              str(folder / "nginx.conf")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True,  # Ctrl-C reaches it through us
@@ -347,18 +331,18 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
         _check_port(host, p, flag)
     _stub_environment()
     try:
-        import numpy as np
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig
     except ImportError as e:
         raise UsageError(f"zoo serve needs nvidia-pytriton ({e}); {INSTALL_HINT}") from None
-    _proxy_fixes()
 
     logs = tempfile.TemporaryDirectory(prefix="zoo-serve-")
     log_file = None if verbose else Path(logs.name) / "triton.log"  # Triton's own log, shown on failure
     edged = _nginx() is not None
     triton_http = (HOST, _free_port()) if edged else (host, port)  # behind nginx: loopback only
-    config = TritonConfig(http_address=triton_http[0], http_port=triton_http[1], grpc_address=host, grpc_port=grpc_port,
+    repo = Path(logs.name) / "models"
+    write_serving_repository(served, repo, instances)
+    config = TritonConfig(model_repository=repo, http_address=triton_http[0], http_port=triton_http[1],
+                          grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, allow_metrics=True, allow_gpu_metrics=False,
                           exit_timeout_secs=EXIT_TIMEOUT_S, log_verbose=1 if verbose else None, log_file=log_file)
     triton = Triton(config=config)
@@ -372,17 +356,6 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        for s in served:
-            c = s.contract
-            triton.bind(
-                model_name=s.name,
-                infer_func=[_infer_function(s) for _ in range(instances)],  # batches in flight at once
-                inputs=[Tensor(name=INPUT_NAME, dtype=np.dtype(c.input_dtype).type, shape=c.input_shape)],
-                outputs=[Tensor(name=o, dtype=np.float32, shape=c.output_dims(o)) for o in c.outputs],
-                config=ModelConfig(batching=True, max_batch_size=s.max_batch_size,
-                                   batcher=DynamicBatcher(max_queue_delay_microseconds=s.queue_delay_us)),
-                strict=True,
-            )
         try:
             triton.run()
         except Exception as e:  # Triton did not come up: say why, with the end of its log
@@ -399,7 +372,10 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
             log(f"warning: no nginx, so REST request bodies are not limited and Triton 2.51 dies on one of about "
                 f"4 MiB; install nginx (apt-get install nginx-light) and zoo serve puts it in front")
         else:
-            log(f"  (REST through nginx: request bodies over {MAX_BODY // (1024 * 1024)} MiB get a 413)")
+            log(f"  (REST through nginx: request bodies over {MAX_BODY // (1024 * 1024)} MiB get a 413"
+                + (", requests Triton cannot parse a 400)" if njs_module() else
+                   "; without nginx's njs module, requests Triton cannot parse get its 500: "
+                   "apt-get install libnginx-mod-http-js)"))
         log("Ctrl-C or SIGTERM stops the server.")
         while triton.is_alive() and (edge is None or edge.poll() is None):
             time.sleep(0.5)

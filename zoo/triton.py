@@ -44,8 +44,12 @@ def onnx_is_current(run) -> bool:
 
 
 def config_text(contract: Contract, *, max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US,
-                instances=1) -> str:
-    """config.pbtxt for one model: every input and output with its Triton dtype and dims (no batch axis)."""
+                instances=1, backend=None) -> str:
+    """config.pbtxt for one model: every input and output with its Triton dtype and dims (no batch axis).
+
+    Triton's onnxruntime backend runs it (`platform`), or with `backend="python"` the Python
+    backend runs zoo.triton_backend beside the ONNX file (what zoo serve does).
+    """
     if max_batch_size < 1:  # Triton's dynamic batcher needs max_batch_size > 0
         raise UsageError(f"max_batch_size must be at least 1; received {max_batch_size}")
 
@@ -58,7 +62,7 @@ def config_text(contract: Contract, *, max_batch_size=MAX_BATCH_SIZE, queue_dela
 
     outputs = ",\n".join(tensor(o, contract.output_dims(o), label=(o == LABELED_OUTPUT)) for o in contract.outputs)
     return (f'name: "{contract.name}"\n'
-            f'platform: "{PLATFORM}"\n'
+            + (f'backend: "{backend}"\n' if backend else f'platform: "{PLATFORM}"\n') +
             f"max_batch_size: {max_batch_size}\n"
             f"input [\n{tensor(INPUT_NAME, contract.input_shape)}\n]\n"
             f"output [\n{outputs}\n]\n"
