@@ -174,6 +174,24 @@ def test_racing_workers_on_sqlite_enqueue_once_and_claim_each_trial_once(tmp_pat
     race(f"sqlite:///{tmp_path / 'race.db'}")
 
 
+def test_a_worker_dead_right_after_its_claim_leaves_a_trial_that_is_retried(tmp_path):
+    """Killed between the claim and its first heartbeat thread's beat: the trial still turns
+    stale (claim_next beats before claiming) and is failed and enqueued again, rather than
+    staying RUNNING forever with every other worker waiting on it."""
+    url = f"sqlite:///{tmp_path / 'dead.db'}"
+    storage = sweep.connect(url, heartbeat=1)
+    grid = sweep.plan(DIGITS, ["train.learning_rate=0.1"])
+    (study, _), _ = sweep.open_study(storage, "dead", grid, 1, log=lambda m: None)
+    study_id = storage.get_study_id_from_name("dead")
+    claimed = sweep.claim_next(storage, study_id)  # ... and this "worker" dies here
+    assert claimed is not None and sweep.claim_next(storage, study_id) is None
+    time.sleep(1 * sweep.GRACE_FACTOR + 1.5)  # past the grace period
+    optuna.storages.fail_stale_trials(study)  # what the next worker does first
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state.name for t in trials] == ["FAIL", "WAITING"], trials
+    assert trials[1].user_attrs["zoo:run"] == trials[0].user_attrs["zoo:run"]
+
+
 # ----- real sweeps ------------------------------------------------------------------------
 
 def sweep_env(tmp_path):

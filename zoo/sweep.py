@@ -424,12 +424,18 @@ def _param(value):
 def claim_next(storage, study_id: int):
     """Claim one WAITING trial (WAITING -> RUNNING, won by exactly one process) or return None.
 
-    Returns the claimed trial's id.
+    Returns the claimed trial's id. Its heartbeat is recorded just before the claim (Optuna
+    judges only RUNNING trials stale, so a beat on a WAITING one is harmless): a worker that
+    dies right after claiming leaves a trial that turns stale and is retried, where a trial
+    claimed with no beat yet would stay RUNNING forever and keep every worker waiting.
     """
     optuna = _optuna()
     waiting = _retrying(storage.get_all_trials, study_id, deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    beats = getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
     for trial in waiting:
         trial_id = _retrying(storage.get_trial_id_from_study_id_trial_number, study_id, trial.number)
+        if beats:
+            _retrying(storage.record_heartbeat, trial_id)
         try:
             if _retrying(storage.set_trial_state_values, trial_id, state=optuna.trial.TrialState.RUNNING):
                 return trial_id
@@ -452,7 +458,7 @@ class Heartbeat:
                 self.storage.record_heartbeat(self.trial_id)
 
     def __enter__(self):
-        _retrying(self.storage.record_heartbeat, self.trial_id)  # first: a trial with no beat is never stale
+        _retrying(self.storage.record_heartbeat, self.trial_id)  # (claim_next beat once already)
         self.thread.start()
         return self
 
