@@ -7,7 +7,8 @@ compare servers, not clients. Reported per row: requests/s, p50 and p99 latency 
 medians over --repeats runs of --seconds each), and zoo serve's throughput as a ratio of
 the peer's at the same protocol and concurrency.
 
-- zoo serve: `python -m zoo serve RUN` (Triton 2.51, dynamic batching, one onnxruntime session).
+- zoo serve: `python -m zoo serve RUN` (Triton 2.51, dynamic batching, its Python backend running
+  onnxruntime in 2 stub processes; REST through the nginx edge).
 - peer: KServe's ModelServer (`pip install kserve`, not a zoo dependency) with a kserve.Model
   whose predict runs the same onnxruntime session: KServe's documented custom-predictor path.
 - in-process: `session.run` on one example from C threads: no server at all, the ceiling.
