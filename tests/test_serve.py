@@ -336,6 +336,35 @@ def test_requested_outputs_and_the_classification_extension(server, work):
 
 
 @needs_pytriton
+def test_a_uint8_fashion_mnist_model_is_served_exactly(tmp_path, datasets):
+    """The catalog's Fashion-MNIST models take raw uint8 pixels: served over gRPC and JSON,
+    their test_data_set_0 answers equal onnxruntime's."""
+    import tritonclient.grpc as grpcclient
+
+    done = zoo("run", SPECS / "fashion-mnist-softmax.json", "--epochs", 1, "--quiet", "--out", tmp_path / "exports",
+               "--data-dir", datasets)
+    assert done.returncode == 0, done.stderr
+    x, _ = load_test_data(tmp_path, "fashion-mnist-softmax")
+    assert x.dtype == np.uint8
+    expected = onnxruntime_outputs(tmp_path, "fashion-mnist-softmax", x)
+    with running_server(tmp_path / "exports" / "fashion-mnist-softmax", tmp_path) as server:
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+        try:
+            inp = grpcclient.InferInput("input", list(x.shape), "UINT8")
+            inp.set_data_from_numpy(x)
+            result = client.infer("fashion-mnist-softmax", [inp])
+        finally:
+            client.close()
+        status, body = http(f"{server.url}/v2/models/fashion-mnist-softmax/infer", {"inputs": [
+            {"name": "input", "shape": list(x.shape), "datatype": "UINT8", "data": x.ravel().tolist()}]})
+    assert status == 200, body
+    got = {o["name"]: np.array(o["data"], dtype=np.float32).reshape(o["shape"]) for o in body["outputs"]}
+    for k in expected:
+        np.testing.assert_allclose(result.as_numpy(k), expected[k], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-7)
+
+
+@needs_pytriton
 def test_health_metadata_and_metrics(server):
     assert http(server.url + "/v2/health/live")[0] == 200
     assert http(server.url + "/v2/health/ready")[0] == 200
