@@ -243,10 +243,37 @@ def onnxruntime_outputs(work, name, x):
     return dict(zip(["logits", "probabilities"], session.run(["logits", "probabilities"], {"input": x})))
 
 
+def infer_grpc(server, name, x, datatype="FP32"):
+    """tritonclient's gRPC answer to one request: {output: array}."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        inp = grpcclient.InferInput("input", list(x.shape), datatype)
+        inp.set_data_from_numpy(x)
+        result = client.infer(name, [inp])
+        assert client.is_model_ready(name)
+    finally:
+        client.close()
+    return {o.name: result.as_numpy(o.name) for o in result.get_response().outputs}
+
+
+def infer_json(server, name, x, datatype="FP32"):
+    """The answer to one request in the protocol's JSON, over plain HTTP: {output: array}."""
+    status, body = http(f"{server.url}/v2/models/{name}/infer", {"inputs": [
+        {"name": "input", "shape": list(x.shape), "datatype": datatype, "data": x.ravel().tolist()}]})
+    assert status == 200, body
+    return {o["name"]: np.array(o["data"], dtype=np.float32).reshape(o["shape"]) for o in body["outputs"]}
+
+
+def assert_outputs_equal(got, expected):
+    for k in expected:
+        np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-7)
+
+
 @needs_pytriton
 @pytest.mark.parametrize("name", MODELS)
 def test_outputs_equal_onnxruntime_over_http_grpc_and_json(server, work, name):
-    import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
     x, stored = load_test_data(work, name)
@@ -259,28 +286,11 @@ def test_outputs_equal_onnxruntime_over_http_grpc_and_json(server, work, name):
         inp = httpclient.InferInput("input", list(x.shape), "FP32")
         inp.set_data_from_numpy(x)
         result = client.infer(name, [inp])
-        for k in expected:
-            np.testing.assert_allclose(result.as_numpy(k), expected[k], rtol=1e-6, atol=1e-7)
+        assert_outputs_equal({k: result.as_numpy(k) for k in expected}, expected)
     finally:
         client.close()
-
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-    try:
-        inp = grpcclient.InferInput("input", list(x.shape), "FP32")
-        inp.set_data_from_numpy(x)
-        result = client.infer(name, [inp])
-        for k in expected:
-            np.testing.assert_allclose(result.as_numpy(k), expected[k], rtol=1e-6, atol=1e-7)
-        assert client.is_model_ready(name)
-    finally:
-        client.close()
-
-    status, body = http(f"{server.url}/v2/models/{name}/infer", {"inputs": [
-        {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]})
-    assert status == 200, body
-    got = {o["name"]: np.array(o["data"], dtype=np.float32).reshape(o["shape"]) for o in body["outputs"]}
-    for k in expected:
-        np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-7)
+    assert_outputs_equal(infer_grpc(server, name, x), expected)
+    assert_outputs_equal(infer_json(server, name, x), expected)
 
 
 @needs_pytriton
@@ -307,8 +317,7 @@ def test_batched_requests_each_get_their_own_answer(server, work):
     finally:
         client.close()
     for result, want in zip(results, expected):
-        for k in want:
-            np.testing.assert_allclose(result.as_numpy(k), want[k], rtol=1e-6, atol=1e-7)
+        assert_outputs_equal({k: result.as_numpy(k) for k in want}, want)
 
 
 @needs_pytriton
@@ -339,8 +348,6 @@ def test_requested_outputs_and_the_classification_extension(server, work):
 def test_a_uint8_fashion_mnist_model_is_served_exactly(tmp_path, datasets):
     """The catalog's Fashion-MNIST models take raw uint8 pixels: served over gRPC and JSON,
     their test_data_set_0 answers equal onnxruntime's."""
-    import tritonclient.grpc as grpcclient
-
     done = zoo("run", SPECS / "fashion-mnist-softmax.json", "--epochs", 1, "--quiet", "--out", tmp_path / "exports",
                "--data-dir", datasets)
     assert done.returncode == 0, done.stderr
@@ -348,20 +355,8 @@ def test_a_uint8_fashion_mnist_model_is_served_exactly(tmp_path, datasets):
     assert x.dtype == np.uint8
     expected = onnxruntime_outputs(tmp_path, "fashion-mnist-softmax", x)
     with running_server(tmp_path / "exports" / "fashion-mnist-softmax", tmp_path) as server:
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
-        try:
-            inp = grpcclient.InferInput("input", list(x.shape), "UINT8")
-            inp.set_data_from_numpy(x)
-            result = client.infer("fashion-mnist-softmax", [inp])
-        finally:
-            client.close()
-        status, body = http(f"{server.url}/v2/models/fashion-mnist-softmax/infer", {"inputs": [
-            {"name": "input", "shape": list(x.shape), "datatype": "UINT8", "data": x.ravel().tolist()}]})
-    assert status == 200, body
-    got = {o["name"]: np.array(o["data"], dtype=np.float32).reshape(o["shape"]) for o in body["outputs"]}
-    for k in expected:
-        np.testing.assert_allclose(result.as_numpy(k), expected[k], rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-7)
+        assert_outputs_equal(infer_grpc(server, "fashion-mnist-softmax", x, "UINT8"), expected)
+        assert_outputs_equal(infer_json(server, "fashion-mnist-softmax", x, "UINT8"), expected)
 
 
 @needs_pytriton

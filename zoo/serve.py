@@ -39,8 +39,8 @@ import errno
 import os
 import signal
 import socket
-import sysconfig
 import shutil
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -164,22 +164,6 @@ def _stub_environment() -> None:
         os.environ["LD_LIBRARY_PATH"] = ":".join([libdir, *paths])
 
 
-def write_serving_repository(served: list[Served], repo: Path, instances: int) -> None:
-    """The model repository zoo serve hands Triton: per model, config.pbtxt with the Python
-    backend, labels.txt, and 1/model.py (zoo.triton_backend) beside 1/model.onnx."""
-    backend_source = resources.files("zoo").joinpath("triton_backend.py").read_bytes()
-    for s in served:
-        version = repo / s.name / repo_format.VERSION
-        version.mkdir(parents=True)
-        shutil.copyfile(s.onnx, version / repo_format.MODEL_FILE)
-        (version / "model.py").write_bytes(backend_source)
-        if s.contract.is_classifier:
-            (repo / s.name / repo_format.LABELS).write_text("".join(f"{label}\n" for label in s.contract.labels()))
-        (repo / s.name / repo_format.CONFIG).write_text(repo_format.config_text(
-            s.contract, max_batch_size=s.max_batch_size, queue_delay_us=s.queue_delay_us, instances=instances,
-            backend="python"))
-
-
 def urls(served: list[Served], host: str, port: int, grpc_port: int, metrics_port: int) -> list[str]:
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::1", "::") else host
     lines = [f"  REST     http://{shown}:{port}/v2/models/<name>/infer  (health: /v2/health/ready, metadata: /v2/models/<name>)",
@@ -209,7 +193,6 @@ def _edge_config(folder: Path, host: str, port: int, triton_port: int, njs: str 
     proxy = """proxy_pass http://triton;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_buffering off;
             proxy_read_timeout 300s;"""
     infer = "" if njs is None else f"""
         location ~ {INFER_PATH} {{
@@ -218,7 +201,8 @@ def _edge_config(folder: Path, host: str, port: int, triton_port: int, njs: str 
         location /_zoo_triton/ {{
             internal;
             rewrite ^/_zoo_triton(/.*)$ $1 break;
-            {proxy.replace("proxy_buffering off;", "proxy_buffering on;")}
+            {proxy}
+            proxy_buffering on;  # a subrequest's answer is read whole by serve_edge.js
         }}"""
     return f"""daemon off;
 worker_processes 1;
@@ -235,13 +219,13 @@ http {{
     scgi_temp_path {folder}/scgi;
     client_max_body_size {MAX_BODY};
     client_body_buffer_size {MAX_BODY};
-    {f"js_import edge from {folder}/serve_edge.js;" if njs else ""}
-    subrequest_output_buffer_size {MAX_BODY};
+    {f"js_import edge from {folder}/serve_edge.js; subrequest_output_buffer_size {MAX_BODY};" if njs else ""}
     upstream triton {{ server 127.0.0.1:{triton_port}; keepalive 64; }}
     server {{
         listen {listen} reuseport;
         location / {{
             {proxy}
+            proxy_buffering off;
         }}{infer}
         error_page 413 = @too_large;
         location @too_large {{
@@ -259,7 +243,7 @@ def _nginx() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
-def _start_edge(folder: Path, host: str, port: int, triton_port: int):
+def _start_edge(folder: Path, host: str, port: int, triton_port: int, njs: str | None):
     """Start nginx on the public REST port; None where there is no nginx."""
     import subprocess
 
@@ -267,7 +251,6 @@ def _start_edge(folder: Path, host: str, port: int, triton_port: int):
     if nginx is None:
         return None
     folder.mkdir()
-    njs = njs_module()
     if njs is not None:
         (folder / "serve_edge.js").write_bytes(resources.files("zoo").joinpath("serve_edge.js").read_bytes())
     (folder / "nginx.conf").write_text(_edge_config(folder, host, port, triton_port, njs))
@@ -338,9 +321,9 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
     logs = tempfile.TemporaryDirectory(prefix="zoo-serve-")
     log_file = None if verbose else Path(logs.name) / "triton.log"  # Triton's own log, shown on failure
     edged = _nginx() is not None
+    njs = njs_module() if edged else None
     triton_http = (HOST, _free_port()) if edged else (host, port)  # behind nginx: loopback only
     repo = Path(logs.name) / "models"
-    write_serving_repository(served, repo, instances)
     config = TritonConfig(model_repository=repo, http_address=triton_http[0], http_port=triton_http[1],
                           grpc_address=host, grpc_port=grpc_port,
                           metrics_address=host, metrics_port=metrics_port, allow_metrics=True, allow_gpu_metrics=False,
@@ -356,13 +339,16 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        for s in served:  # Triton's Python backend runs each, zoo/triton_backend.py
+            repo_format.write_repository(s.onnx, repo, max_batch_size=s.max_batch_size, queue_delay_us=s.queue_delay_us,
+                                         instances=instances, backend="python", contract=s.contract)
         try:
             triton.run()
         except Exception as e:  # Triton did not come up: say why, with the end of its log
             raise ZooError(f"Triton did not start: {str(e).splitlines()[0][:300] if str(e) else type(e).__name__}"
                            f"{_log_tail(log_file)}; rerun with --verbose for its full log") from None
         if edged:
-            edge = _start_edge(Path(logs.name) / "nginx", host, port, triton_http[1])
+            edge = _start_edge(Path(logs.name) / "nginx", host, port, triton_http[1], njs)
         log(f"Triton {_triton_version()} is serving {len(served)} model(s) over the Open Inference Protocol:")
         for line in urls(served, host, port, grpc_port, metrics_port):
             log(line)
@@ -373,7 +359,7 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
                 f"4 MiB; install nginx (apt-get install nginx-light) and zoo serve puts it in front")
         else:
             log(f"  (REST through nginx: request bodies over {MAX_BODY // (1024 * 1024)} MiB get a 413"
-                + (", requests Triton cannot parse a 400)" if njs_module() else
+                + (", requests Triton cannot parse a 400)" if njs else
                    "; without nginx's njs module, requests Triton cannot parse get its 500: "
                    "apt-get install libnginx-mod-http-js)"))
         log("Ctrl-C or SIGTERM stops the server.")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from importlib import resources
 from pathlib import Path
 
 from . import runs
@@ -26,6 +27,7 @@ CONFIG = "config.pbtxt"
 LABELS = "labels.txt"
 VERSION = "1"
 MODEL_FILE = "model.onnx"
+PYTHON_MODEL_FILE = "model.py"  # what Triton's Python backend imports from a version folder
 MAX_BATCH_SIZE = 64  # the largest batch Triton forms or accepts; a request over it gets a 400
 QUEUE_DELAY_US = 200  # how long the dynamic batcher may hold a request to batch it with others
 HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002  # Triton's defaults
@@ -76,15 +78,21 @@ def _refuse_symlinks(*paths: Path) -> None:
             raise UsageError(f"{p} is a symbolic link; zoo never writes through one: give a real folder for the repository")
 
 
-def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US) -> Path:
+def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US,
+                     instances=1, backend=None, contract=None) -> Path:
     """Put one exported model into the Triton model repository `repo`; return its model folder.
+
+    By default for Triton's onnxruntime backend. With `backend="python"` (zoo serve) the
+    version folder also holds model.py, zoo.triton_backend, which runs model.onnx with
+    onnxruntime in the Python backend. `contract` overrides the one read from the ONNX file
+    (zoo serve renames a model to its repository folder's name).
 
     Raises:
         UsageError: the ONNX file breaks zoo's contract, its name is not a valid Triton
             model name, a folder on the way is a symlink, or the repository is not writable.
     """
     onnx_path = Path(onnx_path)
-    contract = Contract.from_onnx(onnx_path)
+    contract = contract or Contract.from_onnx(onnx_path)
     if not _NAME.match(contract.name):
         raise UsageError(f"{onnx_path}: model name {contract.name!r} is not a valid Triton model name "
                          f"(letters, digits, '.', '_' and '-')")
@@ -93,10 +101,15 @@ def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_de
         raise UsageError(f"{repo}: exists and is not a folder; give a folder for the Triton repository")
     model_dir = repo / contract.name
     version_dir = model_dir / VERSION
-    _refuse_symlinks(repo, model_dir, version_dir, version_dir / MODEL_FILE, model_dir / LABELS, model_dir / CONFIG)
-    config = config_text(contract, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us)
+    _refuse_symlinks(repo, model_dir, version_dir, version_dir / MODEL_FILE, version_dir / PYTHON_MODEL_FILE,
+                     model_dir / LABELS, model_dir / CONFIG)
+    config = config_text(contract, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
+                         instances=instances, backend=backend)
     with runs.atomic_path(version_dir / MODEL_FILE) as tmp:
         shutil.copyfile(onnx_path, tmp)
+    if backend == "python":
+        runs.write_text(version_dir / PYTHON_MODEL_FILE,
+                        resources.files("zoo").joinpath("triton_backend.py").read_text(encoding="utf-8"))
     if contract.is_classifier:
         runs.write_text(model_dir / LABELS, "".join(f"{label}\n" for label in contract.labels()))
     runs.write_text(model_dir / CONFIG, config)  # last: a polling Triton never sees a config without its model

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-MODEL_FILE = "model.onnx"
+MODEL_FILE = "model.onnx"  # = zoo.triton.MODEL_FILE; this file imports nothing of zoo's
 # The stub bundled with nvidia-pytriton 0.7 predates NumPy 2: its NumPy conversions (as_numpy,
 # Tensor(name, array)) see 0-byte dtypes under NumPy 2. DLPack needs no NumPy ABI.
 NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
