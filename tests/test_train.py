@@ -120,6 +120,34 @@ def test_killed_run_resumes_to_the_requested_epochs(zoo, tmp_path):
     assert epochs == list(range(1, 41))
 
 
+def test_a_signal_while_the_checkpoint_writer_starts_still_commits_and_raises(keras, tmp_path, monkeypatch):
+    # CI once saw SIGTERM land inside Thread.start(): the writer never started, close() in the
+    # finally could not join it, and the run exited 1 with "cannot join thread before it is
+    # started" instead of 143. Raise the signal at exactly that point.
+    import threading
+
+    from zoo._entry import _terminate
+    from zoo.errors import Interrupted
+
+    start = threading.Thread.start
+
+    def start_after_a_signal(self):
+        if self.name.startswith("zoo-checkpoint-"):
+            signal.raise_signal(signal.SIGTERM)
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start_after_a_signal)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        with pytest.raises(Interrupted):
+            _train(keras, _spec("digits-softmax", epochs=3), tmp_path / "run")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert [h["epoch"] for h in _history(tmp_path / "run")] == [1]  # the epoch being committed is kept
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch-0001.keras"]
+    assert not [p for p in (tmp_path / "run").rglob("*") if ".tmp" in p.name]
+
+
 def test_training_the_latest_run_says_which(zoo, tmp_path):
     assert zoo("build", SPECS / "linear-synthetic.json").returncode == 0
     done = zoo("train", "--epochs", "1")

@@ -550,12 +550,17 @@ class EpochWriter:
     def commit(self, epoch: int, history: list, keep=()) -> None:
         import threading
 
-        self.wait()
-        for live, copy in self.pairs:
-            copy.assign(live)
-        self.thread = threading.Thread(target=self._write, args=(epoch, list(history), tuple(keep)),
-                                       name=f"zoo-checkpoint-{epoch}")  # not a daemon: exit waits for it
-        self.thread.start()
+        # Ctrl-C / SIGTERM are held until the writer is started and recorded: an interrupt
+        # raised inside Thread.start() would leave a thread that close() cannot join (and a
+        # half-assigned snapshot).
+        with _signals_held():
+            self.wait()
+            for live, copy in self.pairs:
+                copy.assign(live)
+            thread = threading.Thread(target=self._write, args=(epoch, list(history), tuple(keep)),
+                                      name=f"zoo-checkpoint-{epoch}")  # not a daemon: exit waits for it
+            thread.start()
+            self.thread = thread
 
     def _write(self, epoch, history, keep):
         try:
@@ -567,24 +572,47 @@ class EpochWriter:
 
     def wait(self) -> None:
         if self.thread is not None:
-            import signal
-            import threading
-
             # Ctrl-C / SIGTERM wait until the write is done: an interrupt raised out of join()
             # would leave the writer running while the process unwinds and exits.
-            main = threading.current_thread() is threading.main_thread()
-            masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if main else None
-            try:
+            with _signals_held():
                 self.thread.join()
-            finally:
-                if masked is not None:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, masked)
             self.thread = None
         if self.error is not None:
             error, self.error = self.error, None
             raise error
 
     close = wait
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM received in the block are handled when it ends, by the handlers in
+    place before it (the first one received; the process then unwinds as usual).
+
+    A signal mask would not do: the kernel hands a process's signal to any thread that does
+    not block it (TensorFlow's pool threads), and Python then runs the handler in the main
+    thread regardless. Only the main thread handles signals; elsewhere this changes nothing.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
 
 
 def _lower_this_threads_priority() -> None:
