@@ -599,10 +599,10 @@ def _signals_held():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+    received, previous = [], {}
     try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: received.append(signum))
         yield
     finally:
         for sig, handler in previous.items():
