@@ -10,7 +10,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from conftest import SPECS, catalog_specs, write_spec
+from conftest import SPECS, catalog_specs
 from zoo.catalog import count_params
 from zoo.cli import main
 from zoo.spec import load_spec

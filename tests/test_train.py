@@ -1,6 +1,5 @@
 """Training on real data (small slices), reproducibility, resume, divergence."""
 
-import copy
 import json
 import os
 import signal

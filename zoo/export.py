@@ -19,8 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__, contract, runs
 from .contract import BATCH_DIM, INPUT_NAME
 from .errors import ExportError, UsageError

@@ -355,8 +355,8 @@ def serve(targets, *, host=HOST, port=repo_format.HTTP_PORT, grpc_port=repo_form
         log("example request:")
         log("  " + repo_format.curl_command(served[0].contract, host="localhost" if host == HOST else host, port=port))
         if edge is None:
-            log(f"warning: no nginx, so REST request bodies are not limited and Triton 2.51 dies on one of about "
-                f"4 MiB; install nginx (apt-get install nginx-light) and zoo serve puts it in front")
+            log("warning: no nginx, so REST request bodies are not limited and Triton 2.51 dies on one of about "
+                "4 MiB; install nginx (apt-get install nginx-light) and zoo serve puts it in front")
         else:
             log(f"  (REST through nginx: request bodies over {MAX_BODY // (1024 * 1024)} MiB get a 413"
                 + (", requests Triton cannot parse a 400)" if njs else
