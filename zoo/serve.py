@@ -239,7 +239,6 @@ http {{
 
 def _nginx() -> str | None:
     """nginx's path; Debian puts it in /usr/sbin, which a user's PATH may lack."""
-
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
