@@ -4,9 +4,10 @@ Speed: for models this small Keras's per-step overhead, not arithmetic, sets the
 time. So on the TensorFlow backend zoo runs its own compiled epoch (CompiledEpochs):
 the training set stays resident as tensors and one tf.function call gathers every
 batch of an epoch from its permutation and applies the Keras optimizer, as a
-hand-written TF loop does (benchmarks/train_bench.py measures both), and the same call
-ends with the evaluation of the (resident) validation set, with XLA off on CPU, where it was slower (benchmarks/RESULTS.md, "XLA on CPU"). The jax and torch
-backends run `model.fit` one epoch at a time (FitEpochs) in the same order.
+hand-written TF loop does (benchmarks/train_bench.py measures both); the same call ends
+by evaluating the validation set, resident too. XLA is off on CPU, where it was slower
+(benchmarks/RESULTS.md, "XLA on CPU"). The jax and torch backends run `model.fit` one
+epoch at a time (FitEpochs) in the same order.
 
 Reproducibility: the seed fixes the initial weights, and the permutation of epoch e
 is a pure function of (seed, e), so a resumed run sees the same batches as an
@@ -14,10 +15,11 @@ uninterrupted one; TensorFlow op determinism is on.
 
 Durability: after each epoch the checkpoint `checkpoints/epoch-NNNN.keras` is written
 (atomically), then `history.json` (on TensorFlow by EpochWriter, on a thread, while the
-next epoch trains; the run waits for it before it ends, however it ends); `--resume` continues from the epoch history.json
-names, refusing a spec whose model, data or seed differ from the run's and applying
-changed optimizer settings for real (the optimizer is rebuilt, its state carried).
-A NaN/inf loss stops training at once and keeps the last good checkpoint.
+next epoch trains; the run waits for it before it ends, however it ends); `--resume`
+continues from the epoch history.json names, refusing a spec whose model, data or seed
+differ from the run's and applying changed optimizer settings for real (the optimizer is
+rebuilt, its state carried). A NaN/inf loss stops training at once and keeps the last good
+checkpoint.
 Early stopping and the learning-rate schedule are functions of history.json and the
 epoch number, so a resumed run takes the same decisions as an uninterrupted one.
 """
@@ -199,7 +201,6 @@ class CompiledEpochs:
         # ops every step and a longer trace. The CPU kernel is deterministic; use it there.
         self.fused_xent = not tf.config.list_logical_devices("GPU")
         self._epoch = tf.function(self._train_epoch, jit_compile=False, autograph=False)
-        self._eval_data = {}
 
     def _loss_and_metric(self, y, out):
         """(mean loss, summed accuracy or absolute error): plain TF ops, the math Keras's
@@ -307,10 +308,7 @@ class CompiledEpochs:
         """
         import tensorflow as tf
 
-        key = (id(x), id(y))
-        if key not in self._eval_data:  # the validation set: made resident once
-            self._eval_data[key] = (tf.constant(x), tf.constant(y))
-        xs, ys = self._eval_data[key]
+        xs, ys = tf.constant(x), tf.constant(y)
         loss_sum, metric_sum = 0.0, 0.0
         for i in range(0, len(x), EVAL_BATCH):
             loss, metric = self._eval_batch(xs[i:i + EVAL_BATCH], ys[i:i + EVAL_BATCH])
@@ -322,11 +320,13 @@ class CompiledEpochs:
 class FitEpochs:
     """The jax and torch backends: one `model.fit(epochs=1)` per epoch, in the same order.
 
-    Slower than CompiledEpochs (Keras's per-step overhead), but backend-neutral.
+    Slower than CompiledEpochs (Keras's per-step overhead), but backend-neutral. Like it,
+    an epoch ends by evaluating `validation` (here with model.evaluate) when there is one.
     """
 
-    def __init__(self, model, spec: Spec, x_train, y_train):
+    def __init__(self, model, spec: Spec, x_train, y_train, validation=None):
         self.model, self.spec, self.x, self.y = model, spec, x_train, y_train
+        self.val = validation
 
     def train_epoch(self, order, batch_size) -> dict:
         import keras
@@ -347,6 +347,8 @@ class FitEpochs:
         logs = {k: float(v[-1]) for k, v in history.history.items()}
         if not math.isfinite(logs.get("loss", 0.0)):
             return {"nan": ("end", logs["loss"])}
+        if self.val is not None:
+            logs.update({f"val_{k}": v for k, v in self.evaluate(*self.val).items()})
         return logs
 
     def evaluate(self, x, y) -> dict:
@@ -354,17 +356,13 @@ class FitEpochs:
 
 
 def epoch_runner(model, spec: Spec, x_train, y_train, compiled=None, validation=None):
-    """CompiledEpochs on TensorFlow, FitEpochs elsewhere (or when `compiled` is False).
-
-    CompiledEpochs evaluates `validation` inside each epoch's call; FitEpochs leaves it to evaluate().
-    """
+    """CompiledEpochs on TensorFlow, FitEpochs elsewhere (or when `compiled` is False); either
+    ends each epoch by evaluating `validation` (x, y), when given, into its val_* logs."""
     import keras
 
     if compiled is None:
         compiled = keras.backend.backend() == "tensorflow"
-    if compiled:
-        return CompiledEpochs(model, spec, x_train, y_train, validation)
-    return FitEpochs(model, spec, x_train, y_train)
+    return (CompiledEpochs if compiled else FitEpochs)(model, spec, x_train, y_train, validation)
 
 
 def format_epoch(record, epochs):
@@ -768,8 +766,6 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
             if "nan" in logs:
                 nan = (epoch + 1, *logs["nan"])
                 break
-            if validation is not None and "val_loss" not in logs:  # (CompiledEpochs validates in its epoch call)
-                logs.update({f"val_{k}": v for k, v in runner.evaluate(*validation).items()})
             if not all(math.isfinite(v) for v in logs.values()):
                 nan = (epoch + 1, "end", next(v for v in logs.values() if not math.isfinite(v)))
                 break
