@@ -48,7 +48,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo.contract import TEST_DATA_SET, Contract  # noqa: E402
+from zoo.core.contract import TEST_DATA_SET, Contract  # noqa: E402
 
 CHROMIUM = os.environ.get("ZOO_CHROMIUM", "/usr/bin/chromium")
 RUNTIMES = ("onnxruntime", "node", "browser", "openvino", "onnx.reference")
@@ -130,7 +130,7 @@ class Browser:
         self.browser = self._p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
 
     def run(self, run_dir, x, names, repeats):
-        from zoo.web import make_server, write_web
+        from zoo.deploy.web import make_server, write_web
 
         write_web(run_dir, log=lambda m: None)
         if not (run_dir / "web" / "ort").is_dir():

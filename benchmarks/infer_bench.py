@@ -41,14 +41,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo._quiet import import_keras  # noqa: E402
+from zoo.core.backend import import_keras  # noqa: E402
 
 keras = import_keras()
 
 import numpy as np  # noqa: E402
 
-from zoo import build, export  # noqa: E402
 from zoo.spec import load_spec  # noqa: E402
+from zoo.stages import build, export  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_bench import machine  # noqa: E402

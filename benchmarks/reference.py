@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from zoo import api  # noqa: E402
-from zoo.errors import ZooError  # noqa: E402
+from zoo.core.errors import ZooError  # noqa: E402
 from zoo.spec import resolve  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets"

@@ -24,9 +24,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -94,7 +94,7 @@ def kserve_main(onnx_path, name, http_port, grpc_port):
     import onnxruntime as ort
     from kserve.protocol.infer_type import InferOutput, InferResponse
 
-    from zoo.contract import INPUT_NAME, Contract
+    from zoo.core.contract import INPUT_NAME, Contract
 
     contract = Contract.from_onnx(onnx_path)
     outputs = list(contract.outputs)
@@ -242,7 +242,7 @@ def bench(args, tmp):
         subprocess.run([sys.executable, "-m", "zoo", "run", str(ROOT / "specs" / "digits-mlp.json"), "--epochs", "1",
                         "--quiet", "--out", str(tmp / "exports")], check=True, env=ENV, cwd=ROOT)
         run = tmp / "exports" / "digits-mlp"
-    from zoo.contract import Contract
+    from zoo.core.contract import Contract
 
     onnx_path = run / "model.onnx"
     contract = Contract.from_onnx(onnx_path)

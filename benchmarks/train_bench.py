@@ -9,13 +9,13 @@ test accuracy after every epoch:
   gathered from resident tensors in a per-epoch permutation, `assign_sub(lr * grad)`;
   after each epoch one `tf.function` computes the test accuracy. No checkpoints, no
   training metrics. TF op determinism off (TensorFlow's default).
-- zoo: `zoo.train.train(spec, run)` into a temporary run folder. "zoo fit" is its
+- zoo: `zoo.stages.train.train_run(spec, run)` into a temporary run folder. "zoo fit" is its
   `wall_seconds`: every epoch with per-epoch training loss/accuracy, test-set
   validation, a checkpoint (.keras, model + optimizer) and history.json. "zoo train()"
   is the whole call: it adds reading the data, building, model.keras, metrics.json
   and the two plots.
 - plain: `model.fit(x_train, y_train, batch_size, epochs, validation_data=(x_test, y_test))`
-  on numpy arrays, `zoo.build.build_model(spec)` compiled with SGD(learning_rate),
+  on numpy arrays, `zoo.stages.build.build_model(spec)` compiled with SGD(learning_rate),
   SparseCategoricalCrossentropy(from_logits=True) and accuracy; Keras defaults otherwise.
   TF op determinism off unless --plain-determinism.
 - torch (only where torch is installed; it is not a zoo dependency): d2l's own PyTorch
@@ -52,15 +52,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo._quiet import import_keras  # noqa: E402
+from zoo.core import backend  # noqa: E402
+from zoo.core.backend import import_keras  # noqa: E402
 
 keras = import_keras()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from zoo import build, data, train  # noqa: E402
 from zoo.spec import load_spec  # noqa: E402
+from zoo.stages import build, data
+from zoo.stages.train import trainer as train  # noqa: E402
 
 DEFAULT_SPECS = [ROOT / "specs" / "fashion-mnist-softmax.json", ROOT / "specs" / "fashion-mnist-mlp.json"]
 DEFAULT_DATA = ROOT.parent / "shared" / "datasets"
@@ -83,7 +85,7 @@ def machine() -> str:
     except OSError:
         pass
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    v = train.versions()
+    v = backend.versions()
     ort = v.get("onnxruntime-gpu") or v.get("onnxruntime", "-")
     return (f"{cpu}, {os.cpu_count()} cores ({usable} usable), {platform.system()} {platform.machine()}; "
             f"python {v['python']}, tensorflow {v.get('tensorflow')}, keras {v.get('keras')}, numpy {v.get('numpy')}, "
@@ -126,12 +128,12 @@ def run_plain(spec, ds, determinism):
 
 
 def run_zoo(spec, data_dir):
-    """zoo.train.train into a fresh temporary run. Returns fit seconds, whole-call seconds, test accuracy."""
+    """zoo.stages.train.train_run into a fresh temporary run. Returns fit seconds, whole-call seconds, test accuracy."""
     fresh()
     with tempfile.TemporaryDirectory(prefix="zoo-bench-") as tmp:
         run = Path(tmp) / spec.name
         started = time.perf_counter()
-        metrics = train.train(spec, run, data_dir=data_dir, quiet=True, log=lambda m: None)
+        metrics = train.train_run(spec, run, data_dir=data_dir, quiet=True, log=lambda m: None)
         total = time.perf_counter() - started
     return {"fit": metrics["wall_seconds"], "total": total, "accuracy": metrics["test"]["accuracy"]}
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DATASETS, ROOT, spec_dict, write_spec
 
 ENABLE = "run `bash .ci/setup-web.sh` (as root) to install it"
@@ -53,7 +52,7 @@ def expected_lines(run: Path) -> list[list[str]]:
     import onnxruntime as ort
     from onnx import numpy_helper
 
-    from zoo.contract import Contract
+    from zoo.core.contract import Contract
 
     c = Contract.from_onnx(run / "model.onnx")
     x = numpy_helper.to_array(onnx.load_tensor(str(run / "test_data_set_0" / "input_0.pb")))

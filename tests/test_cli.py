@@ -9,11 +9,11 @@ import time
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import SPECS, catalog_specs
-from zoo.catalog import count_params
+
 from zoo.cli import main
 from zoo.spec import load_spec
+from zoo.spec.catalog import count_params
 
 
 def test_every_command_has_help_with_an_example():
@@ -55,10 +55,10 @@ def test_list_shows_the_catalog():
 
 
 def test_catalog_parameter_counts_equal_keras():
-    from zoo._quiet import import_keras
+    from zoo.core.backend import import_keras
 
     import_keras()
-    from zoo.build import build_model
+    from zoo.stages.build import build_model
 
     for path in catalog_specs():
         spec = load_spec(path)
@@ -67,10 +67,10 @@ def test_catalog_parameter_counts_equal_keras():
 
 
 def test_same_seed_same_initial_weights():
-    from zoo._quiet import import_keras
+    from zoo.core.backend import import_keras
 
     import_keras()
-    from zoo.build import build_model
+    from zoo.stages.build import build_model
 
     spec = load_spec(SPECS / "digits-mlp.json")
     a, b = build_model(spec), build_model(spec)
@@ -111,8 +111,8 @@ def test_usage_errors_are_one_line(zoo, args, code, message):
 
 
 def test_spec_name_cannot_escape_the_runs_folder(tmp_path):
-    from zoo.errors import UsageError
-    from zoo.runs import run_dir
+    from zoo.core.errors import UsageError
+    from zoo.core.runs import run_dir
 
     for name in ["../../x", "..", "a/b", "/etc"]:
         with pytest.raises(UsageError, match="outside"):

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import spec_dict, write_spec
-from zoo.data import load_dataset
-from zoo.errors import DataError
+
+from zoo.core.errors import DataError
 from zoo.spec import validate
+from zoo.stages.data import load_dataset
 
 IMAGES, LABELS = 2051, 2049
 FASHION = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import DATASETS, MNIST10K, SPECS, catalog_specs, need_data, spec_dict, write_spec
 
 
@@ -108,7 +107,7 @@ def test_tampered_weights_fail_verification(fashion_run, tmp_path, datasets):
 def _trouser_png(tmp_path):
     from PIL import Image
 
-    from zoo.data import read_idx
+    from zoo.stages.data import read_idx
 
     images = read_idx(DATASETS / "fashion-mnist" / "t10k-images-idx3-ubyte.gz", 2051)
     labels = read_idx(DATASETS / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz", 2049)
@@ -185,12 +184,12 @@ def test_quick_start_runs_offline_in_under_a_minute(zoo, tmp_path):
 @pytest.mark.parametrize("path", catalog_specs(), ids=lambda p: p.stem)
 def test_every_catalog_spec_exports_and_verifies(path, tmp_path):
     """One epoch on at most 4,000 examples each: the full runs are in benchmarks/."""
-    from zoo._quiet import import_keras
+    from zoo.core.backend import import_keras
 
     import_keras()
-    from zoo.export import export_run
     from zoo.spec import validate
-    from zoo.train import train
+    from zoo.stages.export import export_run
+    from zoo.stages.train import train_run as train
 
     data = json.loads(path.read_text())
     data["train"]["epochs"] = 1

@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import DATASETS, SPECS, spec_dict, write_spec
-from zoo import runs
-from zoo.errors import RunLockedError, SpecError, UsageError
+
+from zoo.core import runs
+from zoo.core.errors import RunLockedError, SpecError, UsageError
 from zoo.spec import validate
 
 EPOCHS = 30
@@ -154,7 +154,7 @@ def leftovers(run: Path) -> list[str]:
 
 
 def quiet_keras():
-    from zoo._quiet import import_keras
+    from zoo.core.backend import import_keras
 
     return import_keras()  # without TensorFlow's start-up lines on stderr
 
@@ -346,7 +346,7 @@ def test_second_process_on_a_busy_run_exits_7(reference):
 def test_lock_of_a_killed_process_does_not_block(tmp_path):
     """flock dies with its process: a SIGKILLed holder leaves a .lock file but no lock."""
     run = tmp_path / "run"
-    code = f"import time; from pathlib import Path; from zoo import runs\nwith runs.locked(Path({str(run)!r})):\n" \
+    code = f"import time; from pathlib import Path; from zoo.core import runs\nwith runs.locked(Path({str(run)!r})):\n" \
            f"    print('locked', flush=True); time.sleep(60)"
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
@@ -489,7 +489,7 @@ def lambda_keras(tmp_path_factory):
 
 
 def test_load_checkpoint_refuses_a_lambda(lambda_keras):
-    from zoo.train import load_checkpoint
+    from zoo.stages.build import load_model as load_checkpoint
 
     path, sentinel = lambda_keras
     with pytest.raises(UsageError) as e:
@@ -539,7 +539,7 @@ def _lambda_in_config(config):
 
 @pytest.mark.parametrize("mutate", [_os_system_activation, _popen_layer, _eval_model, _lambda_in_config])
 def test_load_checkpoint_refuses_tampered_configs(tmp_path, reference, mutate):
-    from zoo.train import load_checkpoint
+    from zoo.stages.build import load_model as load_checkpoint
 
     path = _tampered(reference, tmp_path, mutate.__name__, mutate)
     with pytest.raises(UsageError) as e:
@@ -550,7 +550,7 @@ def test_load_checkpoint_refuses_tampered_configs(tmp_path, reference, mutate):
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "not_a_zip_with_keras_name"])
 def test_load_checkpoint_on_damaged_files(tmp_path, reference, damage):
-    from zoo.train import load_checkpoint
+    from zoo.stages.build import load_model as load_checkpoint
 
     path = tmp_path / "model.keras"
     raw = (reference / "model.keras").read_bytes()

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import catalog_specs, write_spec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import catalog_specs, write_spec
 from zoo.cli import main
-from zoo.errors import SpecError
+from zoo.core.errors import SpecError
 from zoo.spec import Spec, dumps, load_spec, parse_json, validate
 
 CATALOG = {p.name: json.loads(p.read_text()) for p in catalog_specs()}

@@ -41,7 +41,7 @@ def test_the_tour_runs_as_written(tmp_path):
 
 
 def test_every_exit_code_is_documented():
-    from zoo.errors import EXIT_CODES
+    from zoo.core.errors import EXIT_CODES
 
     table = README.split("## Failure modes", 1)[1]
     for code in EXIT_CODES:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, SPECS
-from zoo.serve import njs_module
+
+from zoo.deploy.serve.server import njs_module
 
 pytest.importorskip("tritonclient.grpc.model_config_pb2",
                     reason="needs the serve extra: pip install -e '.[serve]'")
@@ -95,8 +95,8 @@ def test_config_pbtxt_matches_the_onnx_graph(work):
 
 
 def test_repository_refuses_a_symlink_and_bad_targets(work, tmp_path):
-    from zoo.errors import UsageError
-    from zoo.triton import write_repository
+    from zoo.core.errors import UsageError
+    from zoo.deploy.triton import write_repository
 
     real = tmp_path / "real"
     real.mkdir()
@@ -109,9 +109,9 @@ def test_repository_refuses_a_symlink_and_bad_targets(work, tmp_path):
 
 
 def test_find_models_reads_runs_repositories_and_onnx_files(work):
-    from zoo.errors import UsageError
-    from zoo.serve import find_models
-    from zoo.triton import MAX_BATCH_SIZE
+    from zoo.core.errors import UsageError
+    from zoo.deploy.serve.server import find_models
+    from zoo.deploy.triton import MAX_BATCH_SIZE
 
     run = work / "exports" / MODELS[0]
     assert [(s.name, s.onnx) for s in find_models([run])] == [(MODELS[0], run / "model.onnx")]

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import SPECS, catalog_specs, spec_dict, write_spec
-from zoo.errors import SpecError
+
+from zoo.core.errors import SpecError
 from zoo.spec import CHECKS, dumps, json_schema, load_spec, resolve, validate
 
 

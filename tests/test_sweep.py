@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import DATASETS, SPECS
-from zoo import sweep
-from zoo.errors import SpecError, UsageError
+
+from zoo.core.errors import SpecError, UsageError
+from zoo.sweep import trials as sweep
 
 optuna = pytest.importorskip("optuna", reason="zoo sweep needs the sweep extra: pip install -e '.[sweep]'")
 
@@ -136,7 +136,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_runs(zoo, tmp_path, args, word
 
 CLAIMER = """
 import json, sys
-from zoo import sweep
+from zoo.sweep import trials as sweep
 storage = sweep.connect(sys.argv[1])  # on SQLite a new file: every process creates Optuna's tables at once
 grid = sweep.plan(sys.argv[2], ["train.learning_rate=" + ",".join(str((i + 1) / 100) for i in range(int(sys.argv[3])))])
 (study, definition), created = sweep.open_study(storage, "race", grid, 10, log=lambda m: None)

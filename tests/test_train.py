@@ -8,15 +8,15 @@ import sys
 import time
 
 import pytest
-
 from conftest import DATASETS, SPECS, spec_dict, write_spec
-from zoo.errors import TrainingError
+
+from zoo.core.errors import TrainingError
 from zoo.spec import validate
 
 
 @pytest.fixture(scope="module")
 def keras():
-    from zoo._quiet import import_keras
+    from zoo.core.backend import import_keras
 
     return import_keras()
 
@@ -28,7 +28,7 @@ def _spec(name, **train):
 
 
 def _train(keras, data, run, **kw):
-    from zoo.train import train
+    from zoo.stages.train import train_run as train
 
     return train(validate(data), run, data_dir=DATASETS, quiet=True, log=lambda m: None, **kw)
 
@@ -125,8 +125,8 @@ def test_a_signal_while_the_checkpoint_writer_starts_still_commits_and_raises(ke
     # started" instead of 143. Raise the signal at exactly that point.
     import threading
 
-    from zoo._entry import _terminate
-    from zoo.errors import Interrupted
+    from zoo.core.errors import Interrupted
+    from zoo.core.signals import _terminate
 
     start = threading.Thread.start
 

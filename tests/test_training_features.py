@@ -11,15 +11,15 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, spec_dict, write_spec
-from zoo.errors import SpecError, UsageError
+
+from zoo.core.errors import SpecError, UsageError
 from zoo.spec import validate
 
 
 @pytest.fixture(scope="module")
 def keras():
-    from zoo._quiet import import_keras
+    from zoo.core.backend import import_keras
 
     return import_keras()
 
@@ -31,7 +31,7 @@ def _spec(name="digits-softmax", **train):
 
 
 def _train(data, run, **kw):
-    from zoo.train import train
+    from zoo.stages.train import train_run as train
 
     return train(validate(data), run, quiet=True, log=lambda m: None, **kw)
 
@@ -41,7 +41,7 @@ def _history(run):
 
 
 def _weights(path):
-    from zoo.train import load_checkpoint
+    from zoo.stages.build import load_model as load_checkpoint
 
     return [np.asarray(w) for w in load_checkpoint(path).get_weights()]
 
@@ -49,7 +49,7 @@ def _weights(path):
 # ----- kernel_initializer ---------------------------------------------------------------------
 
 def _kernel(keras, init, units=2000):
-    from zoo.build import build_model
+    from zoo.stages.build import build_model
 
     data = spec_dict("digits-mlp")
     data["model"]["hidden"] = [{"units": units}]
@@ -87,7 +87,7 @@ def test_glorot_uniform_and_random_normal(keras):
 
 
 def test_leaky_relu_uses_pytorchs_slope_and_exports_as_a_layer(keras):
-    from zoo.build import build_model
+    from zoo.stages.build import build_model
 
     data = spec_dict("mnist10k-mlp")
     model = build_model(validate(data))
@@ -112,7 +112,7 @@ def test_the_seeds_mnist_recipe_is_in_the_catalog():
 # ----- schedules ---------------------------------------------------------------------------------
 
 def test_schedules_give_the_right_rate_per_epoch():
-    from zoo.train import learning_rate_at
+    from zoo.stages.train.trainer import learning_rate_at
 
     def train(schedule, lr=0.1, epochs=10):
         return validate(_spec(learning_rate=lr, epochs=epochs, schedule=schedule)).train
@@ -248,7 +248,7 @@ def test_changed_optimizer_settings_are_applied_and_recorded(keras, three_epochs
     assert [h["learning_rate"] for h in history] == pytest.approx([0.1] * 3 + [0.05] * 2)
     assert metrics["optimizer"]["momentum"] == pytest.approx(0.9)
     assert metrics["changes_on_resume"] == [{"after_epoch": 3, "changed": history[3]["changed_on_resume"]}]
-    from zoo.train import load_checkpoint
+    from zoo.stages.build import load_model as load_checkpoint
 
     opt = load_checkpoint(three_epochs / "checkpoints" / "epoch-0005.keras").optimizer
     assert opt.get_config()["momentum"] == pytest.approx(0.9)  # the optimizer that trained, saved with it
@@ -261,7 +261,7 @@ def test_changed_optimizer_settings_are_applied_and_recorded(keras, three_epochs
 def test_resume_with_a_new_batch_size_uses_it(keras, three_epochs):
     _train(_spec(epochs=4, batch_size=7), three_epochs, resume=True)
     assert _history(three_epochs)[3]["changed_on_resume"] == {"train.batch_size": [32, 7]}
-    from zoo.train import load_checkpoint
+    from zoo.stages.build import load_model as load_checkpoint
 
     # 1,438 training digits: 45 steps an epoch at 32, 206 at 7
     assert int(np.asarray(load_checkpoint(three_epochs / "model.keras").optimizer.iterations)) == 3 * 45 + 206
@@ -309,7 +309,7 @@ def test_api_round_trip(keras, tmp_path):
     report = zoo.export(spec, out=out)
     assert report["status"] == "passed" and (built.run / "model.onnx").is_file()
     assert zoo.verify(built.run / "model.onnx")["status"] == "passed"
-    from zoo.data import load_dataset
+    from zoo.stages.data import load_dataset
 
     x = load_dataset(spec).x_test[:4]
     np.save(tmp_path / "x.npy", x)
@@ -337,19 +337,22 @@ def test_api_raises_zoos_errors(tmp_path):
         zoo.export(tmp_path / "no-such-run", out=tmp_path)
 
 
-def test_submodules_stay_importable_beside_the_api():
-    import zoo
-    from zoo import train as train_module
-    from zoo.train import train as train_function
+def test_the_package_face_is_the_api_and_the_stages_live_apart():
+    import types
 
-    assert train_module.train is train_function and hasattr(zoo.train, "CompiledEpochs")
-    assert callable(zoo.train) and callable(zoo.build) and callable(zoo.verify)
+    import zoo
+    from zoo import api
+    from zoo.stages.train import train_run
+
+    assert zoo.train is api.train and zoo.build is api.build and zoo.verify is api.verify
+    assert type(zoo) is types.ModuleType  # no module-class swap: zoo.train is a plain function
+    assert callable(train_run) and train_run is not zoo.train
 
 
 # ----- plots ----------------------------------------------------------------------------------------
 
 def test_curves_label_the_y_axis_and_tick_whole_epochs():
-    from zoo import plots
+    from zoo.stages import plots
 
     spec = validate(_spec())
     history = [{"epoch": e, "loss": 1 / e, "accuracy": 0.5 + e / 20, "val_accuracy": 0.5 + e / 21} for e in (1, 2, 3)]
@@ -366,7 +369,7 @@ def test_curves_label_the_y_axis_and_tick_whole_epochs():
 
 
 def test_predictions_say_which_line_is_the_truth():
-    from zoo import plots
+    from zoo.stages import plots
 
     images = np.zeros((4, 8, 8), "float32")
     fig = plots.predictions_figure(images, np.array([1, 2, 3, 4]), np.array([1, 2, 0, 4]), None)
@@ -381,7 +384,7 @@ def test_predictions_say_which_line_is_the_truth():
 def test_providers_fall_back_to_the_cpu_quietly_without_a_driver(capsys):
     import ctypes
 
-    from zoo.verify import providers
+    from zoo.core.runtime import providers
 
     try:
         ctypes.CDLL("libcuda.so.1")

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SPECS, spec_dict, write_spec
 
 ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -72,7 +71,7 @@ def test_every_artefact_records_its_stage_and_inputs(run):
     m = manifest(run)
     files = {p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file() and not p.name.startswith(".")}
     assert files - {"provenance.json"} == set(m), "every file of the run is recorded, and only those"
-    from zoo.runs import digest
+    from zoo.core.files import digest
 
     for name, entry in m.items():
         assert entry["sha256"] == digest(run / name), name
@@ -154,19 +153,19 @@ def test_a_file_edited_by_hand_is_named(run, name, edit, command):
 
 def test_a_process_killed_between_rename_and_record_leaves_a_consistent_run(run):
     """The record is staged before the rename and committed after: the window between is safe."""
-    from zoo import runs
+    from zoo.core import files, provenance
 
     entries = manifest(run)
     # what a SIGKILL right after os.replace leaves: the new file, the record still pending
     new = b'{"edited": "by zoo, killed before the commit"}\n'
-    with runs.atomic_path(run / "metrics.json") as tmp:
+    with files.atomic_path(run / "metrics.json") as tmp:
         tmp.write_bytes(new)
     import hashlib
 
     pending = {"sha256": hashlib.sha256(new).hexdigest(), "stage": "train", "inputs": entries["metrics.json"]["inputs"]}
     entries["metrics.json"]["pending"] = pending
     (run / "provenance.json").write_text(json.dumps(entries))
-    assert runs.check(run, "metrics.json")["sha256"] == pending["sha256"]
+    assert provenance.check(run, "metrics.json")["sha256"] == pending["sha256"]
 
 
 # ----- 5. nothing outside the run ----------------------------------------------------------
@@ -256,7 +255,7 @@ PIXELS = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 4).astype(np.uint8)  # 
 def test_every_png_mode_reads_exactly(tmp_path, mode):
     from PIL import Image
 
-    from zoo.predict import read_input
+    from zoo.stages.predict import read_input
 
     path = tmp_path / f"{mode.replace(';', '')}.png"
     if mode == "L":
@@ -402,16 +401,17 @@ def _denied(what, world, errfile):
 
     The child calls the library, which the parent has already imported: the interpreter's
     own files (under /root) are out of nobody's reach, so nothing may load lazily here."""
-    from zoo import data, runs
-    from zoo.errors import ZooError
+    from zoo.core import provenance, runs
+    from zoo.core.errors import ZooError
     from zoo.spec import load_spec
+    from zoo.stages import data
 
     try:
         if what == "data":
             data.load_dataset(load_spec(world / "spec.json"), world)
         else:
             with runs.locked(world / "exports" / "digits-softmax"):
-                runs.save_text(world / "exports" / "digits-softmax", "spec.json", "{}", "build")
+                provenance.save_text(world / "exports" / "digits-softmax", "spec.json", "{}", "build")
     except ZooError as e:
         Path(errfile).write_text(str(e))
         return e.exit_code
@@ -424,8 +424,9 @@ def _denied(what, world, errfile):
 @pytest.mark.parametrize("what", ["data", "output"])
 def test_permission_denied_is_named_exit_9(world, what):
     import encodings.utf_8_sig  # noqa: F401  (see _denied: nothing may load in the child)
-    import zoo.data  # noqa: F401
-    import zoo.runs  # noqa: F401
+
+    import zoo.core.runs  # noqa: F401
+    import zoo.stages.data  # noqa: F401
 
     if os.geteuid() != 0:
         pytest.skip("dropping to user nobody needs root")

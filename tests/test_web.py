@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import DATASETS, MNIST10K, ROOT, find_data, spec_dict, write_spec
 
 CHROMIUM = os.environ.get("ZOO_CHROMIUM", "/usr/bin/chromium")
@@ -196,7 +195,7 @@ def browser():
 @pytest.fixture
 def open_page(browser):
     """open_page(run) -> (page, requests): the run's page served on 127.0.0.1; nothing else reachable."""
-    from zoo.web import make_server
+    from zoo.deploy.web import make_server
 
     servers, pages = [], []
 

@@ -20,9 +20,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from . import runs
-from .errors import UsageError
-from .spec import Spec
+from zoo.core import runs
+from zoo.core.contract import MODEL_ONNX, SPEC_FILE
+from zoo.core.errors import UsageError
+from zoo.spec import Spec
 
 __all__ = ["load_spec", "build", "train", "export", "verify", "predict", "run", "Built"]
 
@@ -39,7 +40,7 @@ def load_spec(spec: SpecLike) -> Spec:
 
     Raises SpecError (exit code 2) naming every problem.
     """
-    from . import spec as spec_mod
+    from zoo import spec as spec_mod
 
     if isinstance(spec, Spec):
         return spec
@@ -52,7 +53,7 @@ def load_spec(spec: SpecLike) -> Spec:
 
 def with_overrides(spec: Spec, **train) -> Spec:
     """The spec with train settings replaced (None leaves one as it is), validated like a file."""
-    from .spec import resolve, validate
+    from zoo.spec import resolve, validate
 
     unknown = set(train) - set(TRAIN_OVERRIDES)
     if unknown:
@@ -71,11 +72,11 @@ def _spec_and_run(target, out) -> tuple[Spec, Path]:
         spec = load_spec(target)
         return spec, runs.run_dir(spec.name, out)
     run = runs.find_run(None if target is None else str(target), out)
-    if not (run / "spec.json").is_file():
+    if not (run / SPEC_FILE).is_file():
         raise UsageError(f"{run}: not a run folder (no spec.json); give a spec file or a folder made by `zoo build`")
-    from . import spec as spec_mod
+    from zoo import spec as spec_mod
 
-    return spec_mod.load_spec(run / "spec.json"), run
+    return spec_mod.load_spec(run / SPEC_FILE), run
 
 
 def run_folder(target, out=None) -> Path:
@@ -86,7 +87,7 @@ def run_folder(target, out=None) -> Path:
 
 
 def _keras(backend=None):
-    from ._quiet import import_keras
+    from zoo.core.backend import import_keras
 
     return import_keras(backend)
 
@@ -105,7 +106,7 @@ def build(spec: SpecLike, *, out=None) -> Built:
     spec = load_spec(spec)
     run = runs.run_dir(spec.name, out)
     _keras()
-    from .build import build_run, summarize
+    from zoo.stages.build import build_run, summarize
 
     with runs.locked(run):
         model = build_run(spec, run)
@@ -126,7 +127,7 @@ def train(spec: SpecLike = None, *, out=None, resume=False, data_dir=None, devic
     spec = with_overrides(spec, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
     quiet = log is None if quiet is None else quiet
     _keras(backend)
-    from .train import train as train_run
+    from zoo.stages.train import train_run
 
     with runs.locked(run):
         runs.set_latest(run)
@@ -142,7 +143,7 @@ def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=Non
     """
     run = run_folder(target, out)
     _keras()
-    from .export import export_run
+    from zoo.stages.export import export_run
 
     with runs.locked(run, create=False):
         return export_run(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify, log=log or _quiet)
@@ -161,9 +162,9 @@ def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=
         run = onnx_path.parent
     else:
         run = run_folder(target, out)
-        onnx_path = run / "model.onnx"
+        onnx_path = run / MODEL_ONNX
     _keras("tensorflow")
-    from .verify import verify_run
+    from zoo.stages.verify import verify_run
 
     with runs.locked(run, create=False):
         return verify_run(run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir, log=log or _quiet)
@@ -175,12 +176,12 @@ def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:
     `model` is a model.onnx path, or a spec / run folder whose model.onnx to use.
     Returns one record per example: top classes with probabilities, or predictions.
     """
-    from .predict import predict_file
+    from zoo.stages.predict import predict_file
 
     if not isinstance(model, (dict, Spec)) and str(model).endswith(".onnx"):
         onnx_path = Path(model)
     else:
-        onnx_path = run_folder(model, out) / "model.onnx"
+        onnx_path = run_folder(model, out) / MODEL_ONNX
     return predict_file(onnx_path, inputs, top_k=top_k)
 
 

@@ -14,10 +14,12 @@ import sys
 
 import click
 
-from . import __version__, runs
-from ._entry import interrupted_exit, say, stdout_error_exit
-from .errors import EXIT_CODES, UsageError, ZooError
-from .spec import load_spec
+from zoo._entry import interrupted_exit, say, stdout_error_exit
+from zoo.core import files, provenance, runs
+from zoo.core.contract import MODEL_ONNX
+from zoo.core.errors import ENVIRONMENT_ERRNOS, EXIT_CODES, UsageError, ZooError, io_error
+from zoo.core.version import __version__
+from zoo.spec import load_spec
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -44,7 +46,7 @@ def handled(fn):
         except OSError as e:
             if e.filename is None:  # not a file of zoo's (those are wrapped where they are written): stdout
                 sys.exit(stdout_error_exit(e))
-            _fail(str(runs.io_error(e.filename, e, "read or write")), 9 if e.errno in runs.ENVIRONMENT_ERRNOS else 2)
+            _fail(str(io_error(e.filename, e, "read or write")), 9 if e.errno in ENVIRONMENT_ERRNOS else 2)
         except Exception as e:  # a bug in zoo: say so in one line, traceback on request
             if os.environ.get("ZOO_DEBUG"):
                 raise
@@ -78,7 +80,7 @@ def list_cmd(folder):
     Example:
       zoo list
     """
-    from .catalog import catalog
+    from zoo.spec.catalog import catalog
 
     rows = catalog(folder)
     if not rows:
@@ -100,11 +102,11 @@ def schema(out):
     Example:
       zoo schema --out specs/schema.json
     """
-    from .spec import json_schema
+    from zoo.spec import json_schema
 
     text = json.dumps(json_schema(), indent=2) + "\n"
     if out:
-        runs.write_text(out, text)
+        files.write_text(out, text)
     else:
         click.echo(text, nl=False)
 
@@ -119,7 +121,7 @@ def check(spec_file):
     Example:
       zoo check specs/mnist-mlp.json
     """
-    from .spec import dumps
+    from zoo.spec import dumps
 
     click.echo(dumps(load_spec(spec_file)), nl=False)
 
@@ -146,8 +148,8 @@ def build(spec_file, out, show):
     Example:
       zoo build specs/fashion-mnist-softmax.json
     """
-    from . import api
-    from .spec import dumps
+    from zoo import api
+    from zoo.spec import dumps
 
     if show:
         click.echo(dumps(api.load_spec(spec_file)), nl=False)
@@ -197,7 +199,7 @@ def train(target, epochs, batch_size, learning_rate, seed, device, backend, quie
     Example:
       ZOO_DATA_DIR=../shared/datasets zoo train specs/fashion-mnist-softmax.json
     """
-    from . import api
+    from zoo import api
 
     if target is None:
         click.echo(f"training the latest run: {runs.latest(out)}")
@@ -239,20 +241,21 @@ def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, triton_repo
         raise UsageError("nothing to export: give --onnx, --web and/or --triton")
     if ort_web and not web:
         raise UsageError("--ort-web only says where the page's onnxruntime-web comes from: add --web")
-    from . import api, triton
+    from zoo import api
+    from zoo.deploy import triton
 
     run = runs.find_run(target, out)
     extra = web or triton_repo is not None
-    if onnx and (not extra or opset is not None or not triton.onnx_is_current(run)):
+    if onnx and (not extra or opset is not None or not provenance.onnx_is_current(run)):
         api.export(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=not no_verify, log=click.echo)
     if extra:
         with runs.locked(run, create=False):
             if web:
-                from .web import write_web
+                from zoo.deploy.web import write_web
 
                 write_web(run, ort_web=ort_web, log=click.echo)
             if triton_repo is not None:
-                folder = triton.write_repository(run / "model.onnx", triton_repo or run / "triton")
+                folder = triton.write_repository(run / MODEL_ONNX, triton_repo or run / "triton")
                 click.echo(f"wrote Triton model {folder}")
 
 
@@ -270,7 +273,7 @@ def verify(target, atol, rtol, data_dir, out):
     Example:
       zoo verify exports/digits-softmax
     """
-    from . import api
+    from zoo import api
 
     api.verify(target, out=out, atol=atol, rtol=rtol, data_dir=data_dir, log=click.echo)
 
@@ -288,8 +291,8 @@ def predict(model, inputs, top_k, as_json):
     Example:
       zoo predict exports/digits-softmax/model.onnx exports/digits-softmax/test_data_set_0/input_0.pb
     """
-    from .api import predict as predict_api
-    from .predict import format_predictions
+    from zoo.api import predict as predict_api
+    from zoo.stages.predict import format_predictions
 
     results = predict_api(model, inputs, top_k=top_k)
     click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))
@@ -306,7 +309,7 @@ def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, qui
     Example:
       zoo run specs/digits-softmax.json
     """
-    from . import api
+    from zoo import api
 
     done = api.run(spec_file, out=out, data_dir=data_dir, device=device, backend=backend,
                    log=None if quiet else click.echo, quiet=quiet, epochs=epochs, batch_size=batch_size,
@@ -329,7 +332,7 @@ def web(target, port, out):
     Example:
       zoo export exports/digits-softmax --web && zoo web exports/digits-softmax
     """
-    from .web import serve
+    from zoo.deploy.web import serve
 
     serve(runs.find_run(target, out), port, log=click.echo)
 
@@ -368,7 +371,7 @@ def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbea
       zoo sweep specs/digits-mlp.json --set train.learning_rate=0.05,0.1 \\
           --set model.hidden[0].units=64,256 --seeds 0,1,2 --workers 2
     """
-    from . import sweep as sweeps
+    from zoo import sweep as sweeps
 
     if seed is not None and seeds is not None:
         raise UsageError("give either --seed or --seeds")
@@ -414,7 +417,7 @@ def serve(targets, host, port, grpc_port, metrics_port, instances, verbose):
       zoo serve exports/digits-softmax
       curl localhost:8000/v2/models/digits-softmax
     """
-    from .serve import serve as serve_models
+    from zoo.deploy.serve import serve as serve_models
 
     serve_models(targets, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, instances=instances,
                  verbose=verbose, log=click.echo)

@@ -46,10 +46,13 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import runs
-from .errors import Interrupted as SignalInterrupted
-from .errors import SpecError, TrainingError, UsageError, ZooError
-from .spec import NAME_PATTERN, Spec, load_spec, resolve, validate
+from zoo.core import files, runs
+from zoo.core.contract import METRICS_FILE, MODEL_ONNX, SPEC_FILE, VERIFY_FILE
+from zoo.core.errors import Interrupted as SignalInterrupted
+from zoo.core.errors import SpecError, TrainingError, UsageError, ZooError
+from zoo.spec import Spec, load_spec, resolve, validate
+from zoo.spec.keys import key_path, set_key
+from zoo.spec.schema import NAME_PATTERN
 
 HEARTBEAT_SECONDS = 10  # a worker records a heartbeat this often while it runs a trial
 GRACE_FACTOR = 3  # a trial silent for GRACE_FACTOR heartbeats is stale: its worker died
@@ -69,23 +72,6 @@ FIXED_KEYS = {"name": "the sweep names each trial's run", "version": "the spec f
 
 
 # ----- the grid ---------------------------------------------------------------------------
-
-_TOKEN = re.compile(r"\.?([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
-
-
-def key_path(key: str) -> list:
-    """`model.hidden[0].units` -> ["model", "hidden", 0, "units"]; UsageError if malformed."""
-    parts, pos = [], 0
-    while pos < len(key):
-        m = _TOKEN.match(key, pos)
-        if not m or (pos == 0 and key.startswith(".")) or (pos > 0 and m.group(1) and key[pos] != "."):
-            raise UsageError(f"--set {key}: not a key path; write it like train.learning_rate or model.hidden[0].units")
-        parts.append(m.group(1) if m.group(1) else int(m.group(2)))
-        pos = m.end()
-    if not parts or not isinstance(parts[0], str):
-        raise UsageError(f"--set {key!r}: not a key path; write it like train.learning_rate or model.hidden[0].units")
-    return parts
-
 
 def _value(text: str):
     text = text.strip()
@@ -130,35 +116,9 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def apply(data: dict, key: str, value) -> dict:
-    """`data` with `value` at `key` (a copy); SpecError when the path leads nowhere."""
-    data = json.loads(json.dumps(data))
-    parts, node, where = key_path(key), data, ""
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        label = where + (f"[{part}]" if isinstance(part, int) else ("." if where else "") + part)
-        if isinstance(part, int):
-            if not isinstance(node, list):
-                raise SpecError("--set", [(where, f"is not a list; {key} cannot index it")])
-            if part >= len(node):
-                raise SpecError("--set", [(label, f"out of range: the spec's {where} has {len(node)} item(s)")])
-        else:
-            if not isinstance(node, dict):
-                raise SpecError("--set", [(where, f"is not an object; {key} cannot reach into it")])
-            if not last and node.get(part) is None and part in node:
-                node[part] = {}  # an optional section left out (data.synthetic): start it
-        if last:
-            node[part] = value
-        elif isinstance(part, str) and part not in node:
-            node[part] = {}  # validation names the unknown key and lists the valid ones
-            node = node[part]
-        else:
-            node = node[part]
-        where = label
-    return data
+apply = set_key  # the grid sets each combination's keys
 
 
-@dataclass(frozen=True)
 class Point:
     """One trial: a combination of swept values and a seed, and the spec they make."""
 
@@ -472,12 +432,12 @@ class Heartbeat:
 def finished_run(run: Path, spec: dict) -> dict | None:
     """metrics.json of a run that was trained from this very spec, exported and verified; else None."""
     try:
-        same = json.loads((run / "spec.json").read_text()) == spec
-        verified = json.loads((run / "verify.json").read_text()).get("status") == "passed"
-        metrics = json.loads((run / "metrics.json").read_text())
+        same = json.loads((run / SPEC_FILE).read_text()) == spec
+        verified = json.loads((run / VERIFY_FILE).read_text()).get("status") == "passed"
+        metrics = json.loads((run / METRICS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    return metrics if same and verified and (run / "model.onnx").is_file() else None
+    return metrics if same and verified and (run / MODEL_ONNX).is_file() else None
 
 
 def run_trial(spec: dict, out, *, data_dir=None, device=None, log=print) -> dict:
@@ -492,14 +452,14 @@ def run_trial(spec: dict, out, *, data_dir=None, device=None, log=print) -> dict
         if metrics is not None:
             log(f"{run}: already trained, exported and verified from this spec; reused")
             return {"metrics": metrics, "run": str(run), "reused": True}
-        from ._quiet import import_keras
+        from zoo.core.backend import import_keras
 
         keras = import_keras()
-        from .export import export_run
-        from .train import train
+        from zoo.stages.export import export_run
+        from zoo.stages.train import train
 
         try:
-            metrics = train(validate(spec, run / "spec.json"), run, data_dir=data_dir, device=device, quiet=True, log=log)
+            metrics = train(validate(spec, run / SPEC_FILE), run, data_dir=data_dir, device=device, quiet=True, log=log)
             export_run(run, data_dir=data_dir, log=log)
         finally:
             keras.backend.clear_session()  # a worker runs many trials: free each one's graphs
@@ -545,7 +505,7 @@ def work(url: str, study_name: str, *, out=None, data_dir=None, device="cpu", he
     study, definition = join_study(storage, study_name)
     study_id = storage.get_study_id_from_name(study_name)
     if _needs_training(storage, study_id, out):
-        from ._quiet import import_keras
+        from zoo.core.backend import import_keras
 
         import_keras()  # now, so that the first trial's time is the trial's, not TensorFlow's start
     done = 0
@@ -898,7 +858,7 @@ def write_results(found, folder: Path) -> None:
         w.writerow([r["trial"], r["run"], *(_csv(r["values"][k]) for k in d["keys"]), r["seed"], r["state"],
                     *(r["test"].get(m, "") for m in metrics), r["train_seconds"] or "", r["seconds"] or "",
                     r["reused"], r["run_dir"] or "", r["worker"], r["error"]])
-    runs.write_text(folder / "results.csv", out.getvalue())
+    files.write_text(folder / "results.csv", out.getvalue())
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow([*d["keys"], "seeds_completed", "seeds", *(f"{m}_{s}" for m in metrics for s in ("mean", "std")), "runs"])
@@ -906,8 +866,8 @@ def write_results(found, folder: Path) -> None:
         w.writerow([*(_csv(s["values"][k]) for k in d["keys"]), s["n"], s["of"],
                     *(v for m in metrics for v in (s["stats"].get(m, ("", ""))[0], s["stats"].get(m, ("", ""))[1])),
                     " ".join(s["runs"])])
-    runs.write_text(folder / "summary.csv", out.getvalue())
-    runs.write_text(folder / "results.md", found["markdown"])
+    files.write_text(folder / "summary.csv", out.getvalue())
+    files.write_text(folder / "results.md", found["markdown"])
     plot(found, folder / "sweep.png")
 
 
@@ -917,7 +877,7 @@ def _csv(value):
 
 def plot(found, path: Path) -> None:
     """The metric against each swept parameter: every trial a dot, the mean per value a line."""
-    from .plots import _pyplot
+    from zoo.stages.plots import _pyplot
 
     plt = _pyplot()
     d = found["definition"]
@@ -942,7 +902,7 @@ def plot(found, path: Path) -> None:
     axes[0][0].legend()
     fig.suptitle(f"{d['spec']}: {len(done)} trials", fontsize=10)
     fig.tight_layout()
-    with runs.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
 

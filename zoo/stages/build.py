@@ -14,7 +14,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from .spec import Spec
+from zoo.core.contract import LOGITS, MODEL_KERAS, PREDICTIONS, SPEC_FILE
+from zoo.core.errors import UsageError
+from zoo.spec import Spec
 
 
 @keras.saving.register_keras_serializable(package="zoo")
@@ -87,7 +89,7 @@ def build_model(spec: Spec) -> keras.Model:
             x = keras.layers.Dropout(layer.dropout, seed=spec.train.seed + i, name=f"dropout_{i}")(x)
     # No activation on the output: classifiers emit logits (the softmax belongs to the
     # loss, from_logits=True, and to the exported graph's `probabilities` output).
-    out_name = "logits" if spec.is_classifier else "predictions"
+    out_name = LOGITS if spec.is_classifier else PREDICTIONS
     outputs = keras.layers.Dense(spec.num_outputs, use_bias=m.use_bias, kernel_initializer=kernel_initializer(spec),
                                  name=out_name)(x)
     return keras.Model(inputs, outputs, name=spec.name.replace("-", "_"))
@@ -123,12 +125,28 @@ def build_run(spec: Spec, run) -> keras.Model:
     Rebuilding replaces the run: the earlier training's artefacts, and all made from
     them, are removed. Call with the run locked (runs.locked).
     """
-    from . import runs
-    from .spec import dumps
+    from zoo.core import provenance, runs
+    from zoo.spec import dumps
 
     model = build_model(spec)
     runs.start_over(run)
-    runs.save_text(run, "spec.json", dumps(spec), "build")
-    with runs.artefact(run, "model.keras", "build", inputs=["spec.json"]) as tmp:
+    provenance.save_text(run, SPEC_FILE, dumps(spec), "build")
+    with provenance.artefact(run, MODEL_KERAS, "build", inputs=["spec.json"]) as tmp:
         model.save(tmp)
     return model
+
+
+def load_model(path):
+    """Load a .keras file with safe_mode on: a file carrying code (a Lambda) is refused."""
+    import keras
+
+    try:
+        return keras.saving.load_model(path, safe_mode=True)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such model file") from None
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "safe_mode" in str(e) or "lambda" in str(e).lower():
+            raise UsageError(f"{path}: refused: the model file carries Python code (a Lambda layer); "
+                             f"zoo loads model files with safe_mode on") from None
+        raise UsageError(f"{path}: not a loadable Keras model ({msg[:200]})") from None

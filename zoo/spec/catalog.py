@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .errors import SpecError
-from .spec import Spec, load_spec, spec_dir
+from zoo.core.errors import SpecError
+from zoo.spec import Spec, load_spec, spec_dir
 
 
 def count_params(spec: Spec) -> int:

@@ -18,80 +18,33 @@ convention: input_0.pb, output_0.pb, ...) so other runtimes can check the file.
 
 from __future__ import annotations
 
-import ctypes
 from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .contract import INPUT_NAME, output_names
-from .errors import UsageError, VerificationError
-from .spec import Spec, load_spec
+from zoo.core import backend, files, provenance
+from zoo.core.arrays import tensor_proto_bytes
+from zoo.core.contract import (
+    INPUT_NAME,
+    LOGITS,
+    METRICS_FILE,
+    MODEL_KERAS,
+    MODEL_ONNX,
+    PREDICTIONS,
+    PROBABILITIES,
+    SPEC_FILE,
+    TEST_DATA_SET,
+    VERIFY_FILE,
+    check_signature,
+    output_names,
+    test_data_name,
+)
+from zoo.core.errors import UsageError, VerificationError
+from zoo.core.runtime import session
+from zoo.spec import Spec, load_spec
 
 MAX_EXAMPLES = 2000
 TEST_DATA_EXAMPLES = 16
-
-
-def providers() -> list[str]:
-    """CUDA when onnxruntime-gpu can really run on it here, else CPU; quietly, decided once.
-
-    The GPU build lists CUDAExecutionProvider even where no driver, CUDA or cuDNN is
-    installed, and then falls back to the CPU with a warning. So: the driver must load,
-    onnxruntime.preload_dlls() loads CUDA and cuDNN from pip's nvidia-* wheels (which
-    `pip install -e '.[gpu]'` brings with tensorflow[and-cuda]), and a one-node model
-    must then run with CUDA as its provider.
-    """
-    import contextlib
-    import io
-    import platform
-
-    def decide() -> tuple:
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            return ("CPUExecutionProvider",)
-        try:  # no driver, no GPU: nothing below can work, and this answers in microseconds
-            ctypes.CDLL("nvcuda.dll" if platform.system() == "Windows" else "libcuda.so.1")
-        except OSError:
-            return ("CPUExecutionProvider",)
-        try:
-            from onnx import TensorProto, helper
-
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints each library it cannot find
-                if hasattr(ort, "preload_dlls"):
-                    ort.preload_dlls()
-            graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe",
-                                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-            options = ort.SessionOptions()
-            options.log_severity_level = 3
-            probe = ort.InferenceSession(model.SerializeToString(), options,
-                                         providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
-            probe.run(None, {"x": np.ones(1, np.float32)})
-            if probe.get_providers()[0] == "CUDAExecutionProvider":
-                return ("CUDAExecutionProvider", "CPUExecutionProvider")
-        except Exception:  # a CUDA or cuDNN that does not load: the CPU it is
-            pass
-        return ("CPUExecutionProvider",)
-
-    if getattr(providers, "decided", None) is None:  # once per process: the probe costs a CUDA start-up
-        providers.decided = decide()
-    return list(providers.decided)
-
-
-def session(path: Path):
-    """An onnxruntime session, or one clear error for a missing or corrupt file."""
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(3)  # errors only: no provider warnings
-    if not Path(path).is_file():
-        raise UsageError(f"{path}: no such ONNX file; run `zoo export` first")
-    try:
-        return ort.InferenceSession(str(path), providers=providers())
-    except Exception as e:
-        first = (str(e).splitlines() or [""])[0]
-        raise UsageError(f"{path}: not a loadable ONNX model ({first[:200]})") from None
 
 
 def edge_inputs(spec: Spec, x_test) -> dict[str, np.ndarray]:
@@ -111,17 +64,15 @@ def keras_outputs(model, spec: Spec, x) -> dict[str, np.ndarray]:
 
     y = keras.ops.convert_to_numpy(model(x, training=False))
     if not spec.is_classifier:
-        return {"predictions": y}
-    return {"logits": y, "probabilities": keras.ops.convert_to_numpy(keras.ops.softmax(y, axis=-1))}
+        return {PREDICTIONS: y}
+    return {LOGITS: y, PROBABILITIES: keras.ops.convert_to_numpy(keras.ops.softmax(y, axis=-1))}
 
 
 def compare(sess, model, spec, batches, atol, rtol) -> dict:
     """Run every batch through both; return the per-output figures."""
     names = [o.name for o in sess.get_outputs()]
-    expected = output_names(spec.is_classifier)
-    if sorted(names) != sorted(expected) or [i.name for i in sess.get_inputs()] != [INPUT_NAME]:
-        raise VerificationError(f"the ONNX graph has inputs {[i.name for i in sess.get_inputs()]} and outputs "
-                                f"{names}; expected [{INPUT_NAME!r}] and {expected}")
+    check_signature([i.name for i in sess.get_inputs()], names, "the ONNX graph", spec.is_classifier,
+                    error=VerificationError)
     stats = {n: {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "violations": 0, "elements": 0} for n in names}
     agree = total = 0
     shapes_ok = True
@@ -140,8 +91,8 @@ def compare(sess, model, spec, batches, atol, rtol) -> dict:
             s["max_rel_diff"] = max(s["max_rel_diff"], float((diff / np.maximum(np.abs(b), 1e-12)).max(initial=0)))
             s["violations"] += int((diff > atol + rtol * np.abs(b)).sum())
             s["elements"] += int(diff.size)
-        if spec.is_classifier and got["logits"].shape == want["logits"].shape:
-            agree += int((got["logits"].argmax(-1) == want["logits"].argmax(-1)).sum())
+        if spec.is_classifier and got[LOGITS].shape == want[LOGITS].shape:
+            agree += int((got[LOGITS].argmax(-1) == want[LOGITS].argmax(-1)).sum())
             total += len(x)
     report = {"outputs": stats, "shapes_match": shapes_ok}
     if spec.is_classifier:
@@ -153,60 +104,57 @@ def compare(sess, model, spec, batches, atol, rtol) -> dict:
 
 def write_test_data(run: Path, model, spec: Spec, x, made_from) -> None:
     """test_data_set_0/input_0.pb and output_N.pb: TensorProtos any runtime can read."""
-    from onnx import numpy_helper
-
-    folder = "test_data_set_0"
-    runs.invalidate(run, prefix=folder + "/")
-    runs.remove(run / folder)  # files of an older zoo, unrecorded
+    provenance.invalidate(run, prefix=TEST_DATA_SET + "/")
+    files.remove(run / TEST_DATA_SET)  # files of an older zoo, unrecorded
     outputs = keras_outputs(model, spec, x)
-    tensors = [("input_0.pb", x, INPUT_NAME)] + [
-        (f"output_{i}.pb", outputs[n], n) for i, n in enumerate(output_names(spec.is_classifier))]
+    tensors = [(test_data_name("input", 0), x, INPUT_NAME)] + [
+        (test_data_name("output", i), outputs[n], n) for i, n in enumerate(output_names(spec.is_classifier))]
     for filename, array, name in tensors:
-        with runs.artefact(run, f"{folder}/{filename}", "verify", **made_from) as tmp:
-            tmp.write_bytes(numpy_helper.from_array(np.ascontiguousarray(array), name).SerializeToString())
+        with provenance.artefact(run, filename, "verify", **made_from) as tmp:
+            tmp.write_bytes(tensor_proto_bytes(array, name))
 
 
 def check_provenance(run: Path, onnx_path: Path) -> dict:
     """The chain model.keras -> model.onnx is intact, and the ONNX file says it was made
-    from this model.keras and these metrics. Returns runs.artefact()'s inputs for what
+    from this model.keras and these metrics. Returns provenance.artefact()'s inputs for what
     verification writes. Raises ProvenanceError naming the file that breaks the chain."""
-    from .contract import META_METRICS, META_PROVENANCE, Contract
-    from .errors import ProvenanceError
+    from zoo.core.contract import META_METRICS, META_PROVENANCE, Contract
+    from zoo.core.errors import ProvenanceError
 
-    own = onnx_path.resolve() == (run / "model.onnx").resolve()
+    own = onnx_path.resolve() == (run / MODEL_ONNX).resolve()
     if own:
-        runs.check_chain(run, "model.onnx")
+        provenance.check_chain(run, MODEL_ONNX)
     meta = Contract.from_onnx(onnx_path).metadata
-    model_entry = runs.check(run, "model.keras")
+    model_entry = provenance.check(run, MODEL_KERAS)
     if model_entry["stage"] != "train":
         raise UsageError(f"{run}/model.keras: is the untrained model `zoo build` wrote; run `zoo train {run}` first")
-    made_from = (meta.get(META_PROVENANCE) or {}).get("model.keras")
+    made_from = (meta.get(META_PROVENANCE) or {}).get(MODEL_KERAS)
     current = model_entry["sha256"]
     if made_from != current:
         raise ProvenanceError(f"{onnx_path}: was exported from another model.keras (sha256 {str(made_from)[:12]}) "
                               f"than the one in {run} ({current[:12]}); export it again with `zoo export {run}`")
-    if own and (run / "metrics.json").exists():
-        recorded = runs.read_json(run / "metrics.json").get("test", {})
+    if own and (run / METRICS_FILE).exists():
+        recorded = files.read_json(run / METRICS_FILE).get("test", {})
         if meta.get(META_METRICS) != recorded:
             raise ProvenanceError(f"{onnx_path}: its metadata metrics {meta.get(META_METRICS)} are not "
                                   f"metrics.json's {recorded}; export it again with `zoo export {run}`")
     if own:
-        return {"inputs": ["model.onnx", "model.keras"]}
-    return {"inputs": ["model.keras"], "extra": {"@onnx": runs.digest(onnx_path)}}
+        return {"inputs": ["model.onnx", MODEL_KERAS]}
+    return {"inputs": ["model.keras"], "extra": {"@onnx": files.digest(onnx_path)}}
 
 
 def verify_run(run: Path, *, model=None, spec=None, onnx_path=None, atol=None, rtol=None, data_dir=None, log=print) -> dict:
     """Verify run/model.onnx against run/model.keras. Raises VerificationError on mismatch,
     ProvenanceError when the ONNX file was not made from this run's model.keras."""
-    from . import data as data_mod
-    from .train import load_checkpoint, versions
+    from zoo.stages import data as data_mod
+    from zoo.stages.build import load_model
 
     run = Path(run)
-    onnx_path = Path(onnx_path or run / "model.onnx")
+    onnx_path = Path(onnx_path or run / MODEL_ONNX)
     made_from = check_provenance(run, onnx_path)
     sess = session(onnx_path)
-    spec = spec or load_spec(run / "spec.json")
-    model = model or load_checkpoint(run / "model.keras")
+    spec = spec or load_spec(run / SPEC_FILE)
+    model = model or load_model(run / MODEL_KERAS)
     atol = spec.export.atol if atol is None else atol
     rtol = spec.export.rtol if rtol is None else rtol
 
@@ -222,9 +170,9 @@ def verify_run(run: Path, *, model=None, spec=None, onnx_path=None, atol=None, r
         "atol": atol, "rtol": rtol,
         **report,
         "providers": sess.get_providers(),
-        "versions": versions(),
+        "versions": backend.versions(),
     }
-    runs.save_json(run, "verify.json", report, "verify", **made_from)
+    provenance.save_json(run, VERIFY_FILE, report, "verify", **made_from)
     write_test_data(run, model, spec, x_test[:TEST_DATA_EXAMPLES], made_from)
 
     log(f"verify {onnx_path} on {report['examples']:,} test examples + {len(edges)} edge batches "

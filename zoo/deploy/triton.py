@@ -18,15 +18,15 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from . import runs
-from .contract import INPUT_NAME, LABELED_OUTPUT, Contract
-from .errors import ZooError, UsageError
+from zoo.core import files, provenance, runs
+from zoo.core.contract import INPUT_NAME, LABELED_OUTPUT, MODEL_ONNX, Contract
+from zoo.core.errors import UsageError, ZooError
 
 PLATFORM = "onnxruntime_onnx"  # Triton's onnxruntime backend
 CONFIG = "config.pbtxt"
 LABELS = "labels.txt"
 VERSION = "1"
-MODEL_FILE = "model.onnx"
+MODEL_FILE = MODEL_ONNX
 PYTHON_MODEL_FILE = "model.py"  # what Triton's Python backend imports from a version folder
 MAX_BATCH_SIZE = 64  # the largest batch Triton forms or accepts; a request over it gets a 400
 QUEUE_DELAY_US = 200  # how long the dynamic batcher may hold a request to batch it with others
@@ -39,7 +39,7 @@ def onnx_is_current(run) -> bool:
     """Whether the run's model.onnx is the export of its current model.keras (provenance.json):
     then adding a repository or a page needs no new export."""
     try:
-        runs.check_chain(Path(run), MODEL_FILE)
+        provenance.check_chain(Path(run), MODEL_FILE)
     except ZooError:
         return False
     return True
@@ -105,17 +105,17 @@ def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_de
                      model_dir / LABELS, model_dir / CONFIG)
     config = config_text(contract, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
                          instances=instances, backend=backend)
-    with runs.atomic_path(version_dir / MODEL_FILE) as tmp:
+    with files.atomic_path(version_dir / MODEL_FILE) as tmp:
         shutil.copyfile(onnx_path, tmp)
     if backend == "python":
-        runs.write_text(version_dir / PYTHON_MODEL_FILE,
-                        resources.files("zoo").joinpath("triton_backend.py").read_text(encoding="utf-8"))
+        files.write_text(version_dir / PYTHON_MODEL_FILE,
+                        resources.files("zoo.deploy.assets").joinpath("triton_model.py").read_text(encoding="utf-8"))
     if contract.is_classifier:
-        runs.write_text(model_dir / LABELS, "".join(f"{label}\n" for label in contract.labels()))
-    runs.write_text(model_dir / CONFIG, config)  # last: a polling Triton never sees a config without its model
+        files.write_text(model_dir / LABELS, "".join(f"{label}\n" for label in contract.labels()))
+    files.write_text(model_dir / CONFIG, config)  # last: a polling Triton never sees a config without its model
     run = onnx_path.parent
     if runs.is_run(run) and repo.resolve().is_relative_to(run.resolve()):  # the run's own triton/: provenance too
-        runs.record_folder(run, repo.resolve().relative_to(run.resolve()).as_posix(), "export", inputs=[MODEL_FILE])
+        provenance.record_folder(run, repo.resolve().relative_to(run.resolve()).as_posix(), "export", inputs=[MODEL_FILE])
     return model_dir
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import runs
+from zoo.core import files
 
 
 def _pyplot():
@@ -27,7 +27,7 @@ def curves(history, spec, path):
 
 def _save(fig, path):
     plt = _pyplot()
-    with runs.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
 

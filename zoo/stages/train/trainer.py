@@ -36,60 +36,23 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .errors import DataError, TrainingError, UsageError
-from .spec import Spec
+from zoo.core import backend as backend_mod
+from zoo.core import files, provenance, runs
+from zoo.core.contract import (
+    CHECKPOINTS,
+    CURVES_PNG,
+    HISTORY_FILE,
+    METRICS_FILE,
+    MODEL_KERAS,
+    PREDICTIONS,
+    PREDICTIONS_PNG,
+    SPEC_FILE,
+)
+from zoo.core.errors import DataError, TrainingError, UsageError
+from zoo.spec import Spec, keys
 
 MIN_STEPS_PER_EXECUTION = 16  # steps per compiled call: amortizes Python overhead, keeps the progress bar live
 KEEP_CHECKPOINTS = 2
-
-
-def configure(device=None, seed=0):
-    """Pick the device and make ops deterministic. Call before building models.
-
-    TensorFlow op determinism stays on for the rest of the process (TF offers no
-    scoped switch); a process that also trains outside zoo inherits it.
-
-    Returns a short description of the device training runs on.
-    """
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if device == "gpu" and not gpus:
-            raise TrainingError("--device gpu: TensorFlow sees no GPU here (check the CUDA driver "
-                                "with nvidia-smi); use --device cpu or leave --device out")
-        if device == "cpu" and gpus:
-            try:
-                tf.config.set_visible_devices([], "GPU")
-            except RuntimeError:
-                pass  # devices already initialized in this process; TF keeps its choice
-            gpus = []
-        tf.config.experimental.enable_op_determinism()
-        keras.utils.set_random_seed(seed)
-        if gpus:
-            return f"GPU:0 ({tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')})"
-        return f"CPU ({os.cpu_count()} cores)"
-    keras.utils.set_random_seed(seed)
-    if backend == "jax":
-        import jax
-
-        devices = jax.devices()
-        if device == "gpu" and devices[0].platform != "gpu":
-            raise TrainingError("--device gpu: JAX sees no GPU here; use --device cpu")
-        return f"{devices[0].platform.upper()}:0 ({devices[0].device_kind})"
-    if backend == "torch":
-        import torch
-
-        if device == "gpu" and not torch.cuda.is_available():
-            raise TrainingError("--device gpu: PyTorch sees no CUDA GPU here; use --device cpu")
-        if torch.cuda.is_available() and device != "cpu":
-            return f"GPU:0 ({torch.cuda.get_device_name(0)})"
-        return f"CPU ({os.cpu_count()} cores)"
-    return "CPU"
 
 
 def make_optimizer(t):
@@ -405,32 +368,17 @@ RESUME_APPLIES = ("train.learning_rate", "train.momentum", "train.weight_decay",
 RESUME_IGNORES = ("name", "description", "export")  # not part of training
 
 
-def _flatten(value, prefix=""):
-    if isinstance(value, dict) and value:
-        out = {}
-        for k, v in value.items():
-            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
-        return out
-    return {prefix: value}
-
-
-def _under(key, prefixes):
-    return any(key == p or key.startswith(p + ".") for p in prefixes)
-
-
 def spec_changes(old: Spec, new: Spec) -> dict:
     """{dotted key: (old value, new value)} for every training-relevant key that differs."""
-    from .spec import resolve
+    from zoo.spec import resolve
 
-    a, b = _flatten(resolve(old)), _flatten(resolve(new))
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if a.get(k) != b.get(k) and not _under(k, RESUME_IGNORES)}
+    return keys.diff(resolve(old), resolve(new), ignore=RESUME_IGNORES)
 
 
 def check_resume(old: Spec, new: Spec, run: Path) -> dict:
     """The changes --resume will apply; UsageError (exit 2) naming every key it cannot."""
     changes = spec_changes(old, new)
-    refused = {k: v for k, v in changes.items() if not _under(k, RESUME_APPLIES)}
+    refused = {k: v for k, v in changes.items() if not keys.under(k, RESUME_APPLIES)}
     if refused:
         named = ", ".join(f"{k} ({_short(a)} -> {_short(b)})" for k, (a, b) in refused.items())
         raise UsageError(f"{run}: cannot --resume: {named} differ from the run's spec.json, and its checkpoints "
@@ -481,30 +429,30 @@ def optimizer_record(optimizer) -> dict:
 
 def write_model(run: Path, model, made_from: dict) -> Path:
     """model.keras: the trained model (atomic). Removes everything made from an older one."""
-    with runs.artefact(run, "model.keras", "train", extra=made_from) as tmp:
+    with provenance.artefact(run, MODEL_KERAS, "train", extra=made_from) as tmp:
         model.save(tmp)
-    return run / "model.keras"
+    return run / MODEL_KERAS
 
 
 def write_history(run: Path, history, made_from: dict) -> Path:
     """history.json: one record per completed epoch; writing it commits the epoch."""
-    runs.save_json(run, "history.json", history, "train", extra=made_from)
-    return run / "history.json"
+    provenance.save_json(run, HISTORY_FILE, history, "train", extra=made_from)
+    return run / HISTORY_FILE
 
 
 def write_metrics(run: Path, metrics: dict) -> Path:
     """metrics.json: the test metrics of model.keras, and how they were made."""
-    runs.save_json(run, "metrics.json", metrics, "train", inputs=["model.keras"])
-    return run / "metrics.json"
+    provenance.save_json(run, METRICS_FILE, metrics, "train", inputs=["model.keras"])
+    return run / METRICS_FILE
 
 
 def checkpoint_path(run: Path, epoch: int) -> Path:
-    return run / "checkpoints" / f"epoch-{epoch:04d}.keras"
+    return run / CHECKPOINTS / f"epoch-{epoch:04d}.keras"
 
 
 def write_checkpoint(run: Path, model, epoch: int, made_from: dict) -> None:
     """checkpoints/epoch-NNNN.keras: the model and optimizer state after `epoch` (atomic)."""
-    with runs.artefact(run, checkpoint_path(run, epoch).relative_to(run).as_posix(), "train", extra=made_from) as tmp:
+    with provenance.artefact(run, checkpoint_path(run, epoch).relative_to(run).as_posix(), "train", extra=made_from) as tmp:
         model.save(tmp)
 
 
@@ -664,30 +612,12 @@ def commit_epoch(run: Path, model, epoch: int, history: list, made_from: dict, k
 def prune_checkpoints(run: Path, keep=()) -> None:
     """Keep the last KEEP_CHECKPOINTS checkpoints and those of the epochs in `keep`."""
     kept = {checkpoint_path(run, e).name for e in keep}
-    for old in sorted((run / "checkpoints").glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
+    for old in sorted((run / CHECKPOINTS).glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
         if old.name not in kept:
-            runs.invalidate(run, f"checkpoints/{old.name}")
+            provenance.invalidate(run, f"checkpoints/{old.name}")
 
 
-def load_checkpoint(path):
-    """Load a .keras file with safe_mode on: a file carrying code (a Lambda) is refused."""
-    import keras
-
-    from .build import Standardize  # noqa: F401  (registers the layer for deserialization)
-
-    try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such model file") from None
-    except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "safe_mode" in str(e) or "lambda" in str(e).lower():
-            raise UsageError(f"{path}: refused: the model file carries Python code (a Lambda layer); "
-                             f"zoo loads model files with safe_mode on") from None
-        raise UsageError(f"{path}: not a loadable Keras model ({msg[:200]})") from None
-
-
-def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, quiet=False, log=print,
+def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, quiet=False, log=print,
           compiled=None) -> dict:
     """Train the model a spec describes into the run folder. Returns metrics.json's content.
 
@@ -697,18 +627,20 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
     """
     import keras
 
-    from . import build, data as data_mod, spec as spec_mod
+    from zoo import spec as spec_mod
+    from zoo.stages import build
+    from zoo.stages import data as data_mod
 
     backend = keras.backend.backend()
     history, first_epoch, changes = [], 0, {}
-    if resume and (run / "history.json").exists():
-        runs.check(run, "history.json")  # edited by hand? say so rather than resume from it
-        history = runs.read_json(run / "history.json")
+    if resume and (run / HISTORY_FILE).exists():
+        provenance.check(run, HISTORY_FILE)  # edited by hand? say so rather than resume from it
+        history = files.read_json(run / HISTORY_FILE)
         first_epoch = len(history)
-    if first_epoch and (run / "spec.json").is_file():
-        runs.check(run, "spec.json")
-        changes = check_resume(spec_mod.load_spec(run / "spec.json"), spec, run)  # before any data or model work
-    device_name = configure(device, spec.train.seed)
+    if first_epoch and (run / SPEC_FILE).is_file():
+        provenance.check(run, SPEC_FILE)
+        changes = check_resume(spec_mod.load_spec(run / SPEC_FILE), spec, run)  # before any data or model work
+    device_name = backend_mod.configure(device, spec.train.seed)
     dataset = data_mod.load_dataset(spec, data_dir)
     x_train, y_train = dataset.x_train, dataset.y_train
     validation = None
@@ -725,8 +657,8 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
     bs, epochs, seed, es = t.batch_size, t.epochs, t.seed, t.early_stopping
     steps = math.ceil(len(x_train) / bs)
     if first_epoch:
-        runs.check(run, checkpoint_path(run, first_epoch).relative_to(run).as_posix())
-        model = load_checkpoint(checkpoint_path(run, first_epoch))
+        provenance.check(run, checkpoint_path(run, first_epoch).relative_to(run).as_posix())
+        model = build.load_model(checkpoint_path(run, first_epoch))
         compile_model(model, spec, steps, optimizer=rebuild_optimizer(model, spec))
         if first_epoch >= epochs or stopped_early(history, es):
             log(f"{run}: already trained for {first_epoch} epochs (requested {epochs}"
@@ -735,7 +667,7 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
             said = "; ".join(f"{k} {_short(a)} -> {_short(b)}" for k, (a, b) in changes.items())
             log(f"resuming {run.name} after epoch {first_epoch}" + (f", applying {said}" if said else ""))
     # first: the folder is a run from here on
-    made_from = {"@spec": runs.save_text(run, "spec.json", spec_mod.dumps(spec), "train"), "@data": dataset.digest()}
+    made_from = {"@spec": provenance.save_text(run, SPEC_FILE, spec_mod.dumps(spec), "train"), "@data": dataset.digest()}
     if not first_epoch:
         model = build.build_model(spec)
         build.adapt(model, x_train)
@@ -804,7 +736,7 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
 
     best_epoch = early_stopping_state(history, es)[0] if es else (history[-1]["epoch"] if history else 0)
     if es and history and best_epoch != history[-1]["epoch"]:  # restore the best epoch's weights
-        model.set_weights(load_checkpoint(checkpoint_path(run, best_epoch)).get_weights())
+        model.set_weights(build.load_model(checkpoint_path(run, best_epoch)).get_weights())
         if not quiet:
             log(f"early stopping: {es.monitor} best in epoch {best_epoch}; restored its weights")
     if spec.train.validation == "test" and history and best_epoch == history[-1]["epoch"]:
@@ -831,33 +763,21 @@ def train(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, qu
         "trainer": type(runner).__name__,
         "data": dataset.source,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
-        "versions": versions(),
+        "versions": backend_mod.versions(),
     }
     if not spec.is_classifier:
-        kernel, bias = (np.asarray(keras.ops.convert_to_numpy(w)) for w in model.get_layer("predictions").weights[:2])
+        kernel, bias = (np.asarray(keras.ops.convert_to_numpy(w)) for w in model.get_layer(PREDICTIONS).weights[:2])
         metrics["w"] = kernel.reshape(-1).tolist()
         metrics["b"] = bias.reshape(-1).tolist()
     write_model(run, model, made_from)
     write_metrics(run, metrics)
-    from . import plots
+    from zoo.stages import plots
 
-    with runs.artefact(run, "curves.png", "train", inputs=["history.json"]) as tmp:
+    with provenance.artefact(run, CURVES_PNG, "train", inputs=["history.json"]) as tmp:
         plots.curves(history, spec, tmp)
     if spec.is_classifier and len(spec.model.input_shape) == 2:
         logits = keras.ops.convert_to_numpy(model(dataset.x_test[:18], training=False))
-        with runs.artefact(run, "predictions.png", "train", inputs=["model.keras"]) as tmp:
+        with provenance.artefact(run, PREDICTIONS_PNG, "train", inputs=["model.keras"]) as tmp:
             plots.predictions(dataset.x_test[:18], dataset.y_test[:18], np.argmax(logits, axis=-1),
                               dataset.class_names, tmp)
     return metrics
-
-
-def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("zoo", "keras", "tensorflow", "numpy", "jax", "torch", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out

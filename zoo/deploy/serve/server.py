@@ -37,9 +37,9 @@ import contextlib
 import dataclasses
 import errno
 import os
+import shutil
 import signal
 import socket
-import shutil
 import sysconfig
 import tempfile
 import time
@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from . import triton as repo_format
-from .contract import BATCH_DIM, INPUT_NAME, Contract
-from .errors import UsageError, ZooError
+from zoo.core.contract import BATCH_DIM, INPUT_NAME, SPEC_FILE, Contract
+from zoo.core.errors import UsageError, ZooError
+from zoo.deploy import triton as repo_format
 
 HOST = "127.0.0.1"  # loopback unless asked: a model server is not exposed by accident
 EXIT_TIMEOUT_S = 5  # how long Triton waits for in-flight requests when stopping
@@ -130,7 +130,7 @@ def find_models(targets) -> list[Served]:
             served.append(Served(p / repo_format.MODEL_FILE, Contract.from_onnx(p / repo_format.MODEL_FILE)))
         elif p.is_dir() and any(p.glob(f"*/{repo_format.CONFIG}")):
             served += _from_repository(p)
-        elif p.is_dir() and (p / "spec.json").is_file():
+        elif p.is_dir() and (p / SPEC_FILE).is_file():
             raise UsageError(f"{target}: this run has no {repo_format.MODEL_FILE}; run `zoo export {target}` first")
         elif p.is_dir():
             raise UsageError(f"{target}: neither a run folder with {repo_format.MODEL_FILE} nor a Triton model "
@@ -251,7 +251,7 @@ def _start_edge(folder: Path, host: str, port: int, triton_port: int, njs: str |
         return None
     folder.mkdir()
     if njs is not None:
-        (folder / "serve_edge.js").write_bytes(resources.files("zoo").joinpath("serve_edge.js").read_bytes())
+        (folder / "serve_edge.js").write_bytes(resources.files("zoo.deploy.assets").joinpath("serve_edge.js").read_bytes())
     (folder / "nginx.conf").write_text(_edge_config(folder, host, port, triton_port, njs))
     proc = subprocess.Popen([nginx, "-p", str(folder), "-e", str(folder / "nginx-error.log"), "-c",
                              str(folder / "nginx.conf")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .errors import DataError, UsageError, ZooError
-
+from zoo.core.contract import PREDICTIONS
+from zoo.core.errors import DataError, UsageError, ZooError, io_error
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 NPY_MAGIC = b"\x93NUMPY"
@@ -32,7 +31,7 @@ def read_input(path: Path, shape: list[int], dtype: str) -> np.ndarray:
     try:
         x = readers[suffix](path)
     except PermissionError as e:
-        raise runs.io_error(path, e, "read") from None
+        raise io_error(path, e, "read") from None
     except ZooError:
         raise
     except Exception as e:
@@ -151,15 +150,15 @@ def _read_image(path, shape):
 
 
 def predict_file(model_path, input_path, top_k=3) -> list[dict]:
-    from .contract import LABELED_OUTPUT, Contract
-    from .verify import session
+    from zoo.core.contract import LABELED_OUTPUT, Contract
+    from zoo.stages.verify import session
 
     sess = session(Path(model_path))
     c = Contract.from_session(sess, model_path)  # checks inputs, outputs and metadata first
     x = read_input(Path(input_path), list(c.input_shape), c.input_dtype)
     out = dict(zip(c.outputs, sess.run(list(c.outputs), {sess.get_inputs()[0].name: x})))
     if not c.is_classifier:
-        return [{"index": i, "predictions": row.tolist()} for i, row in enumerate(out[c.outputs[0]])]
+        return [{"index": i, PREDICTIONS: row.tolist()} for i, row in enumerate(out[c.outputs[0]])]
     classes = c.labels()
     results = []
     for i, p in enumerate(out[LABELED_OUTPUT]):
@@ -173,7 +172,7 @@ def predict_file(model_path, input_path, top_k=3) -> list[dict]:
 def format_predictions(results) -> str:
     lines = []
     for r in results:
-        if "predictions" in r:
+        if PREDICTIONS in r:
             lines.append(f"[{r['index']}] " + ", ".join(f"{v:.6g}" for v in r["predictions"]))
         else:
             lines.append(f"[{r['index']}] " + "  ".join(f"{t['name']} {t['probability']:.3f}" for t in r["top"]))

@@ -17,14 +17,38 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UsageError
+from zoo.core.errors import UsageError
 
 INPUT_NAME = "input"
 BATCH_DIM = "batch"
-CLASSIFIER_OUTPUTS = ("logits", "probabilities")
-REGRESSION_OUTPUTS = ("predictions",)
-LABELED_OUTPUT = "probabilities"  # the output whose columns are the classes (Triton's label_filename)
+LOGITS, PROBABILITIES, PREDICTIONS = "logits", "probabilities", "predictions"
+CLASSIFIER_OUTPUTS = (LOGITS, PROBABILITIES)
+REGRESSION_OUTPUTS = (PREDICTIONS,)
+LABELED_OUTPUT = PROBABILITIES  # the output whose columns are the classes (Triton's label_filename)
+
+# the files of a run folder, <out>/<name>/
+SPEC_FILE = "spec.json"  # the resolved spec
+MODEL_KERAS = "model.keras"  # the built, then trained, Keras model
+HISTORY_FILE = "history.json"  # one record per completed epoch
+METRICS_FILE = "metrics.json"  # the trained model's test metrics
+CURVES_PNG, PREDICTIONS_PNG = "curves.png", "predictions.png"
+CHECKPOINTS = "checkpoints"  # checkpoints/epoch-NNNN.keras
+MODEL_ONNX = "model.onnx"
+CARD_FILE = "card.md"
+VERIFY_FILE = "verify.json"
 TEST_DATA_SET = "test_data_set_0"  # beside model.onnx: input_0.pb, output_0.pb, ... (ONNX Model Zoo convention)
+MANIFEST = "provenance.json"  # zoo.core.provenance's record of every artefact
+WEB_DIR, TRITON_DIR = "web", "triton"
+
+
+def checkpoint_name(epoch: int) -> str:
+    """The run-relative name of the checkpoint after `epoch`."""
+    return f"{CHECKPOINTS}/epoch-{epoch:04d}.keras"
+
+
+def test_data_name(kind: str, index: int) -> str:
+    """The run-relative name of test_data_set_0's `kind` ("input" or "output") number `index`."""
+    return f"{TEST_DATA_SET}/{kind}_{index}.pb"
 
 # metadata_props keys; every value is JSON
 META_SPEC = "zoo.spec"
@@ -106,7 +130,7 @@ class Contract:
     @classmethod
     def from_onnx(cls, path) -> "Contract":
         """Read and check the contract of an ONNX file; UsageError naming the file if it breaks it."""
-        from .verify import session
+        from zoo.core.runtime import session
 
         return cls.from_session(session(Path(path)), path)
 
@@ -114,17 +138,12 @@ class Contract:
     def from_session(cls, sess, source="<model>") -> "Contract":
         """The contract of a loaded onnxruntime session (onnxruntime only: no onnx, no TensorFlow)."""
         inputs = sess.get_inputs()
-        if len(inputs) != 1:
-            raise UsageError(f"{source}: the graph has {len(inputs)} inputs {[i.name for i in inputs]}; "
-                             f"zoo models take exactly one ({INPUT_NAME!r}): export it with `zoo export`")
+        outputs = tuple(o.name for o in sess.get_outputs())
+        check_signature([i.name for i in inputs], outputs, source, allow_other_input_name=True)
         inp = inputs[0]
         by_type = {v["onnx"]: k for k, v in DTYPES.items()}
         if inp.type not in by_type:
             raise UsageError(f"{source}: input {inp.name!r} is {inp.type}; zoo models take uint8 or float32")
-        outputs = tuple(o.name for o in sess.get_outputs())
-        if sorted(outputs) not in (sorted(CLASSIFIER_OUTPUTS), sorted(REGRESSION_OUTPUTS)):
-            raise UsageError(f"{source}: outputs {list(outputs)} are not zoo's {list(CLASSIFIER_OUTPUTS)} "
-                             f"or {list(REGRESSION_OUTPUTS)}")
         shapes = tuple(_dims(o.name, o.shape, source) for o in sess.get_outputs())
         widths = tuple(math.prod(d) for d in shapes)
         meta = read_metadata(sess.get_modelmeta().custom_metadata_map, source)
@@ -135,6 +154,20 @@ class Contract:
         return cls(name=str(spec.get("name") or Path(str(source)).parent.name or "model"),
                    input_shape=_dims(inp.name, inp.shape, source), input_dtype=by_type[inp.type], outputs=outputs,
                    output_widths=widths, class_names=tuple(names), metadata=meta, output_shapes=shapes)
+
+
+def check_signature(inputs, outputs, source="<model>", is_classifier=None, allow_other_input_name=False,
+                    error=UsageError) -> None:
+    """The graph's input and output names are zoo's: one input, and the classifier's or the
+    regression's outputs (those of `is_classifier` when given). Raises `error` naming both."""
+    inputs, outputs = list(inputs), list(outputs)
+    if len(inputs) != 1 or (inputs[0] != INPUT_NAME and not allow_other_input_name):
+        raise error(f"{source}: the graph has inputs {inputs}; zoo models take exactly one ({INPUT_NAME!r}): "
+                    f"export it with `zoo export`")
+    allowed = ([output_names(is_classifier)] if is_classifier is not None
+               else [list(CLASSIFIER_OUTPUTS), list(REGRESSION_OUTPUTS)])
+    if sorted(outputs) not in [sorted(a) for a in allowed]:
+        raise error(f"{source}: outputs {outputs} are not zoo's " + " or ".join(str(a) for a in allowed))
 
 
 def _dims(name, shape, source) -> tuple[int, ...]:

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .runs import io_error
-from .spec import Spec
+from zoo.core.errors import DataError, io_error
+from zoo.spec import Spec
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -214,7 +213,7 @@ def synthetic_linear(w, b, noise, num_examples, seed):
 
 
 def _synthetic(spec: Spec):
-    from .spec import Synthetic
+    from zoo.spec import Synthetic
 
     p = spec.data.synthetic or Synthetic()
     x, y = synthetic_linear(p.w, p.b, p.noise, p.num_examples, spec.train.seed)

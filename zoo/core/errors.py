@@ -5,6 +5,9 @@ line that says what was expected, what was received and what to do. Anything els
 escaping the library is a bug in zoo.
 """
 
+import errno
+import os
+
 
 class ZooError(Exception):
     """Base class: a problem the user can fix. `exit_code` is what `zoo` exits with."""
@@ -72,6 +75,18 @@ class EnvironmentProblem(ZooError):
     exit_code = 9
 
 
+class ServerError(ZooError):
+    """zoo serve's server could not start, or one of its parts (Triton, nginx) stopped under it."""
+
+    exit_code = 10
+
+
+class SweepError(ZooError):
+    """A sweep could not finish: every worker stopped with trials still unfinished."""
+
+    exit_code = 11
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C (SIGINT): finally-blocks run, checkpoints are kept."""
 
@@ -89,7 +104,30 @@ EXIT_CODES = {
     7: "run folder locked by another zoo process (RunLockedError)",
     8: "an artefact does not match its provenance record: edited by hand or stale (ProvenanceError)",
     9: "the environment failed: permission denied, disk full, read-only file system, stdout full (EnvironmentProblem)",
+    10: "zoo serve: the server could not start, or a part of it (Triton, nginx) stopped (ServerError)",
+    11: "zoo sweep: every worker stopped with trials unfinished (SweepError)",
     130: "interrupted (Ctrl-C); the last completed checkpoint is kept",
     141: "stdout was closed before zoo finished writing (a pipe's reader exited)",
     143: "terminated (SIGTERM); the last completed checkpoint is kept",
 }
+
+
+_ENVIRONMENT = {errno.ENOSPC: "the disk is full: free space or choose another --out",
+                errno.EDQUOT: "disk quota exceeded: free space or choose another --out",
+                errno.EFBIG: "larger than this system lets a file grow (ulimit -f): raise the limit",
+                errno.EACCES: "permission denied: fix its permissions or choose another location",
+                errno.EPERM: "choose another location",
+                errno.EROFS: "read-only file system: choose a writable --out"}
+
+
+ENVIRONMENT_ERRNOS = frozenset(_ENVIRONMENT)
+
+
+def io_error(path, e: OSError, doing="write") -> "ZooError":
+    """One line for a failed file operation: the environment's fault (exit 9) or the arguments' (exit 2)."""
+    if e.errno in _ENVIRONMENT:
+        return EnvironmentProblem(f"{path}: cannot {doing} ({e.strerror or os.strerror(e.errno)}: "
+                                  f"{_ENVIRONMENT[e.errno]}); nothing was changed")
+    if e.errno == errno.ELOOP:
+        return UsageError(f"{path}: is a symbolic link; zoo never writes through links: remove it")
+    return UsageError(f"{path}: cannot {doing} ({e.strerror or e}); nothing was changed")

@@ -10,8 +10,21 @@ from __future__ import annotations
 
 import json
 
-from . import runs
-from .contract import BATCH_DIM, DTYPES, INPUT_NAME, LABELED_OUTPUT, TEST_DATA_SET, Contract
+from zoo.core import provenance
+from zoo.core.contract import (
+    BATCH_DIM,
+    CARD_FILE,
+    DTYPES,
+    INPUT_NAME,
+    LABELED_OUTPUT,
+    LOGITS,
+    METRICS_FILE,
+    MODEL_ONNX,
+    PREDICTIONS,
+    PROBABILITIES,
+    TEST_DATA_SET,
+    Contract,
+)
 
 TEST_INPUT = f"{TEST_DATA_SET}/input_0.pb"
 TESTED_WITH = ("zoo's test suite (tests/test_card_snippets.py) runs these three programs exactly as this "
@@ -25,11 +38,11 @@ TESTED_WITH = ("zoo's test suite (tests/test_card_snippets.py) runs these three 
 
 def write_card(run, spec, metrics, opset) -> None:
     c = Contract.from_spec(spec)
-    from .triton import card_section
+    from zoo.deploy.triton import card_section
 
     parts = [_about(spec, c, metrics, opset), _python(c), _javascript(c), _cpp(c), _browser(c),
              card_section(c, run), _tested()]  # card_section: "Serve it" (zoo serve, curl, tritonclient, Triton)
-    runs.save_text(run, "card.md", "\n".join(parts), "export", inputs=["model.onnx", "metrics.json"])
+    provenance.save_text(run, CARD_FILE, "\n".join(parts), "export", inputs=[MODEL_ONNX, METRICS_FILE])
 
 
 def _shape(c: Contract) -> str:
@@ -64,16 +77,16 @@ prints one line per example: {'`index class name probability`' if c.is_classifie
 def _python(c: Contract) -> str:
     if c.is_classifier:
         body = f"""classes = {json.dumps(c.labels())}
-session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+session = ort.InferenceSession("{MODEL_ONNX}", providers=["CPUExecutionProvider"])
 x = numpy_helper.to_array(onnx.load_tensor("{TEST_INPUT}"))  # (n, {_shape(c)}) {c.input_dtype}, raw values
-logits, probabilities = session.run(["logits", "probabilities"], {{"{INPUT_NAME}": x}})
+logits, probabilities = session.run(["{LOGITS}", "{PROBABILITIES}"], {{"{INPUT_NAME}": x}})
 for i, p in enumerate(probabilities):
     best = int(np.argmax(p))
     print(i, best, classes[best], f"{{p[best]:.6f}}")"""
     else:
-        body = f"""session = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])
+        body = f"""session = ort.InferenceSession("{MODEL_ONNX}", providers=["CPUExecutionProvider"])
 x = numpy_helper.to_array(onnx.load_tensor("{TEST_INPUT}"))  # (n, {_shape(c)}) {c.input_dtype}
-(predictions,) = session.run(["predictions"], {{"{INPUT_NAME}": x}})
+(predictions,) = session.run(["{PREDICTIONS}"], {{"{INPUT_NAME}": x}})
 for i, row in enumerate(predictions):
     print(i, " ".join(f"{{v:.6f}}" for v in row))"""
     return f"""## Python (onnxruntime)
@@ -151,7 +164,7 @@ import {{ readFileSync }} from "node:fs";
 
 const {{ dims, raw }} = readTensor("{TEST_INPUT}");
 const x = new ort.Tensor("{dtype}", {data}, dims);  // (n, {_shape(c)}) raw values
-const session = await ort.InferenceSession.create("model.onnx");
+const session = await ort.InferenceSession.create("{MODEL_ONNX}");
 const results = await session.run({{ {INPUT_NAME}: x }});
 {tail}
 ```
@@ -249,7 +262,7 @@ int main() {{
   std::memcpy(x.data(), t.raw.data(), t.raw.size());
 
   Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "zoo");
-  Ort::Session session(env, "model.onnx", Ort::SessionOptions{{}});
+  Ort::Session session(env, "{MODEL_ONNX}", Ort::SessionOptions{{}});
   auto memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
   Ort::Value input = Ort::Value::CreateTensor<{ctype}>(memory, x.data(), x.size(), t.dims.data(), t.dims.size());
   const char* input_names[] = {{"{INPUT_NAME}"}};

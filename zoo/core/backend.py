@@ -1,4 +1,6 @@
-"""Import Keras (and TensorFlow) without the wall of C++ log lines they print.
+"""The Keras backend: importing Keras quietly, choosing the device, and the versions in use.
+
+Importing Keras (and TensorFlow) without the wall of C++ log lines they print:
 
 TensorFlow's C++ runtime writes "oneDNN custom operations are on" and CUDA-stub
 messages straight to file descriptor 2 while it loads, before TF_CPP_MIN_LOG_LEVEL
@@ -8,6 +10,7 @@ is read by absl, so the only way to keep normal output clean is to point fd 2 at
 
 import contextlib
 import os
+import platform
 import sys
 
 
@@ -41,7 +44,7 @@ def import_keras(backend=None):
     """
     import importlib.util
 
-    from .errors import UsageError
+    from zoo.core.errors import UsageError
 
     if backend:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", "tensorflow") != backend:
@@ -71,3 +74,65 @@ def import_keras(backend=None):
 
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
     return keras
+
+
+def configure(device=None, seed=0):
+    """Pick the device and make ops deterministic. Call before building models.
+
+    TensorFlow op determinism stays on for the rest of the process (TF offers no
+    scoped switch); a process that also trains outside zoo inherits it.
+
+    Returns a short description of the device training runs on.
+    """
+    import keras
+
+    from zoo.core.errors import TrainingError
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if device == "gpu" and not gpus:
+            raise TrainingError("--device gpu: TensorFlow sees no GPU here (check the CUDA driver "
+                                "with nvidia-smi); use --device cpu or leave --device out")
+        if device == "cpu" and gpus:
+            try:
+                tf.config.set_visible_devices([], "GPU")
+            except RuntimeError:
+                pass  # devices already initialized in this process; TF keeps its choice
+            gpus = []
+        tf.config.experimental.enable_op_determinism()
+        keras.utils.set_random_seed(seed)
+        if gpus:
+            return f"GPU:0 ({tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')})"
+        return f"CPU ({os.cpu_count()} cores)"
+    keras.utils.set_random_seed(seed)
+    if backend == "jax":
+        import jax
+
+        devices = jax.devices()
+        if device == "gpu" and devices[0].platform != "gpu":
+            raise TrainingError("--device gpu: JAX sees no GPU here; use --device cpu")
+        return f"{devices[0].platform.upper()}:0 ({devices[0].device_kind})"
+    if backend == "torch":
+        import torch
+
+        if device == "gpu" and not torch.cuda.is_available():
+            raise TrainingError("--device gpu: PyTorch sees no CUDA GPU here; use --device cpu")
+        if torch.cuda.is_available() and device != "cpu":
+            return f"GPU:0 ({torch.cuda.get_device_name(0)})"
+        return f"CPU ({os.cpu_count()} cores)"
+    return "CPU"
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("zoo", "keras", "tensorflow", "numpy", "jax", "torch", "tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

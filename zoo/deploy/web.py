@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import runs
-from .contract import META_METRICS, META_SPEC, TEST_DATA_SET, Contract
-from .errors import UsageError
+from zoo.core import provenance
+from zoo.core.contract import META_METRICS, META_SPEC, MODEL_ONNX, TEST_DATA_SET, Contract
+from zoo.core.errors import UsageError
 
 ORT_WEB_VERSION = "1.30.0"
 ORT_MODULE = "ort.wasm.bundle.min.mjs"  # the WebAssembly build with its loader bundled in: 2 files in all
@@ -139,8 +139,8 @@ def _page_config(contract: Contract, examples: dict | None, ort: dict) -> dict:
 def write_web(run: Path, *, ort_web=None, log=print) -> Path:
     """Write run/web/ from run/model.onnx; return the folder. Replaces an earlier web/ whole."""
     run = Path(run)
-    model = run / "model.onnx"
-    runs.check_chain(run, "model.onnx")  # the page ships only the model export wrote, made from this run's
+    model = run / MODEL_ONNX
+    provenance.check_chain(run, MODEL_ONNX)  # the page ships only the model export wrote, made from this run's
     contract = Contract.from_onnx(model)  # checks the file keeps the contract
     target = run / WEB
     if target.is_symlink() or (target.exists() and not target.is_dir()):
@@ -153,8 +153,8 @@ def write_web(run: Path, *, ort_web=None, log=print) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=run, prefix=".web.", suffix=".tmp"))
     try:
         for name in PAGE_FILES:
-            (tmp / name).write_bytes(resources.files("zoo").joinpath("web_assets", name).read_bytes())
-        shutil.copyfile(model, tmp / "model.onnx")
+            (tmp / name).write_bytes(resources.files("zoo.deploy.assets").joinpath("web", name).read_bytes())
+        shutil.copyfile(model, tmp / MODEL_ONNX)
         if dist is not None:
             (tmp / "ort").mkdir()
             for name in (ORT_MODULE, ORT_WASM):
@@ -177,7 +177,7 @@ def write_web(run: Path, *, ort_web=None, log=print) -> Path:
         for p in [tmp, *tmp.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         _swap_in(tmp, target)
-        runs.record_folder(run, WEB, "export", inputs=["model.onnx"])
+        provenance.record_folder(run, WEB, "export", inputs=["model.onnx"])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

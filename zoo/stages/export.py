@@ -19,10 +19,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import __version__, contract, runs
-from .contract import BATCH_DIM, INPUT_NAME
-from .errors import ExportError, UsageError
-from .spec import Spec, dumps, load_spec
+from zoo.core import backend, contract, files, provenance
+from zoo.core.contract import (
+    BATCH_DIM,
+    HISTORY_FILE,
+    INPUT_NAME,
+    LOGITS,
+    METRICS_FILE,
+    MODEL_KERAS,
+    MODEL_ONNX,
+    PREDICTIONS,
+    PROBABILITIES,
+    SPEC_FILE,
+    VERIFY_FILE,
+)
+from zoo.core.errors import ExportError, UsageError
+from zoo.core.version import __version__
+from zoo.spec import Spec, dumps, load_spec
 
 
 def output_names(spec: Spec) -> list[str]:
@@ -58,8 +71,8 @@ def to_onnx(model, spec: Spec, opset: int):
     def forward(x):
         y = model(x, training=False)
         if spec.is_classifier:
-            return {"logits": y, "probabilities": keras.ops.softmax(y, axis=-1)}
-        return {"predictions": y}
+            return {LOGITS: y, PROBABILITIES: keras.ops.softmax(y, axis=-1)}
+        return {PREDICTIONS: y}
 
     try:
         proto, _ = tf2onnx.convert.from_function(forward, input_signature=signature, opset=opset)
@@ -67,9 +80,8 @@ def to_onnx(model, spec: Spec, opset: int):
         raise ExportError(f"tf2onnx could not convert {spec.name} at opset {opset}: "
                           f"{type(e).__name__}: {str(e)[:200]}; try another --opset") from None
     _name_batch_axis(proto)
-    got = [o.name for o in proto.graph.output]
-    if [i.name for i in proto.graph.input] != [INPUT_NAME] or sorted(got) != sorted(output_names(spec)):
-        raise ExportError(f"unexpected graph signature: inputs {[i.name for i in proto.graph.input]}, outputs {got}")
+    contract.check_signature([i.name for i in proto.graph.input], [o.name for o in proto.graph.output],
+                             f"the converted {spec.name}", spec.is_classifier, error=ExportError)
     return proto
 
 
@@ -81,8 +93,6 @@ def _name_batch_axis(proto):
 
 
 def metadata(spec: Spec, metrics: dict | None, class_names, made_from=None) -> dict[str, str]:
-    from .train import versions
-
     lo, hi = (0, 255) if spec.model.input_dtype == "uint8" else ("-inf", "inf")
     return {
         contract.META_SPEC: dumps(spec),
@@ -92,7 +102,7 @@ def metadata(spec: Spec, metrics: dict | None, class_names, made_from=None) -> d
                                  "preprocessing": "inside the graph; feed raw examples"}),
         contract.META_OUTPUTS: json.dumps(output_names(spec)),
         contract.META_METRICS: json.dumps((metrics or {}).get("test", {})),
-        contract.META_VERSIONS: json.dumps({**versions(), "zoo": __version__}),
+        contract.META_VERSIONS: json.dumps({**backend.versions(), "zoo": __version__}),
         contract.META_PROVENANCE: json.dumps(made_from or {}),
     }
 
@@ -111,11 +121,11 @@ def write_onnx(proto, path: Path, meta: dict[str, str], run=None) -> None:
     except Exception as e:
         raise ExportError(f"the converted model fails onnx.checker: {str(e)[:300]}") from None
     if run is None:
-        with runs.atomic_path(path) as tmp:
+        with files.atomic_path(path) as tmp:
             onnx.save_model(proto, str(tmp))
         return
-    with runs.artefact(run, Path(path).relative_to(run).as_posix(), "export",
-                       inputs=["spec.json", "model.keras", "metrics.json"]) as tmp:
+    with provenance.artefact(run, Path(path).relative_to(run).as_posix(), "export",
+                       inputs=["spec.json", MODEL_KERAS, METRICS_FILE]) as tmp:
         onnx.save_model(proto, str(tmp))
 
 
@@ -124,22 +134,16 @@ def _trained(run: Path):
     and metrics.json describes it (provenance.json); else one error that names the file."""
     if not run.is_dir():
         raise UsageError(f"{run}: no such run folder")
-    history = run / "history.json"
-    if not history.exists() or not runs.read_json(history):
+    history = run / HISTORY_FILE
+    if not history.exists() or not files.read_json(history):
         raise UsageError(f"{run}: this run was never trained; run `zoo train {run}` first")
-    if not (run / "model.keras").exists() or not (run / "metrics.json").exists():
+    if not (run / MODEL_KERAS).exists() or not (run / METRICS_FILE).exists():
         raise UsageError(f"{run}: training did not finish; run `zoo train {run} --resume` first")
-    runs.check(run, "spec.json")
-    if runs.check(run, "model.keras")["stage"] != "train":
+    provenance.check(run, SPEC_FILE)
+    if provenance.check(run, MODEL_KERAS)["stage"] != "train":
         raise UsageError(f"{run}/model.keras: is the untrained model `zoo build` wrote; run `zoo train {run}` first")
-    runs.check_chain(run, "metrics.json")  # made from this very model.keras
-    return load_spec(run / "spec.json")
-
-
-def provenance(run: Path) -> dict[str, str]:
-    """What model.onnx is made from: the digests the export recorded, for the ONNX metadata."""
-    entries = runs.manifest(run)
-    return {name: entries[name]["sha256"] for name in ("spec.json", "model.keras", "metrics.json") if name in entries}
+    provenance.check_chain(run, METRICS_FILE)  # made from this very model.keras
+    return load_spec(run / SPEC_FILE)
 
 
 def export_run(run: Path, *, opset=None, atol=None, rtol=None, data_dir=None, verify=True, log=print) -> dict:
@@ -153,23 +157,23 @@ def export_run(run: Path, *, opset=None, atol=None, rtol=None, data_dir=None, ve
     spec = _trained(run)
     if keras.backend.backend() != "tensorflow":
         return _export_in_tensorflow(run, opset, atol, rtol, data_dir, verify)
-    from .train import load_checkpoint
+    from zoo.stages.build import load_model
 
     opset = opset or spec.export.opset
-    model = load_checkpoint(run / "model.keras")
-    metrics = runs.read_json(run / "metrics.json")
+    model = load_model(run / MODEL_KERAS)
+    metrics = files.read_json(run / METRICS_FILE)
     proto = to_onnx(model, spec, opset)
-    write_onnx(proto, run / "model.onnx", metadata(spec, metrics, spec.model.class_names, provenance(run)), run)
-    size = (run / "model.onnx").stat().st_size
+    write_onnx(proto, run / MODEL_ONNX, metadata(spec, metrics, spec.model.class_names, provenance.made_from(run)), run)
+    size = (run / MODEL_ONNX).stat().st_size
     log(f"wrote {run}/model.onnx ({size / 1024:.0f} KiB, opset {opset}, inputs {INPUT_NAME}"
         f"[{BATCH_DIM}, {', '.join(map(str, spec.model.input_shape))}] {spec.model.input_dtype}, "
         f"outputs {', '.join(output_names(spec))})")
-    from .card import write_card
+    from zoo.deploy.card import write_card
 
     write_card(run, spec, metrics, opset)
     if not verify:
         return {}
-    from .verify import verify_run
+    from zoo.stages.verify import verify_run
 
     return verify_run(run, model=model, spec=spec, atol=atol, rtol=rtol, data_dir=data_dir, log=log)
 
@@ -185,4 +189,4 @@ def _export_in_tensorflow(run, opset, atol, rtol, data_dir, verify):
     done = subprocess.run(cmd, env=env)
     if done.returncode:
         raise ExportError(f"exporting {run} under the tensorflow backend failed (exit {done.returncode})")
-    return json.loads((run / "verify.json").read_text()) if verify else {}
+    return json.loads((run / VERIFY_FILE).read_text()) if verify else {}

@@ -1,0 +1,146 @@
+"""Run folders: where a model's artefacts live, under a lock.
+
+A run is `<out>/<name>/` (default out: ./exports). A run is locked with flock(2) while a
+command works on it; the kernel drops the lock when the process dies, so a crash never
+leaves a run locked. Files in it are written by zoo.core.files (atomically) and recorded
+by zoo.core.provenance.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import re
+from pathlib import Path
+
+from zoo.core import contract
+from zoo.core.contract import SPEC_FILE
+from zoo.core.errors import RunLockedError, UsageError, ZooError, io_error
+from zoo.core.files import active_run, refuse_link, remove, unlink, write_text
+from zoo.core.provenance import invalidate
+
+DEFAULT_OUT = "exports"
+LATEST = ".latest"
+
+
+def runs_root(out=None) -> Path:
+    return Path(out or os.environ.get("ZOO_OUT") or DEFAULT_OUT)
+
+
+def run_dir(name: str, out=None) -> Path:
+    """`<out>/<name>`, refusing any name that would land outside `<out>`."""
+    root = runs_root(out).resolve()
+    path = (root / name).resolve()
+    if path.parent != root:
+        raise UsageError(f"run name {name!r} would write outside {root}; use a plain name like 'mnist-mlp'")
+    return path
+
+
+def is_run(folder: Path) -> bool:
+    """A folder zoo made a run of: it holds a regular spec.json."""
+    spec = Path(folder) / SPEC_FILE
+    return spec.is_file() and not spec.is_symlink()
+
+
+@contextlib.contextmanager
+def locked(run: Path, create=True):
+    """Hold the run's lock for the duration, or raise RunLockedError at once.
+
+    `create`: the command makes the run (build, train), so the folder may be new or
+    empty; otherwise it must already be a run. A folder that is not a run never gets
+    a lock file, and the run folder itself may not be a symbolic link.
+    """
+    run = Path(os.path.abspath(run))
+    if os.environ.get("ZOO_LOCK_HELD") == str(os.getppid()):
+        token = active_run.set(run)  # a child zoo process working for the parent that holds the lock
+        try:
+            yield
+        finally:
+            active_run.reset(token)
+        return
+    refuse_link(run)
+    if not create and not run.is_dir():
+        raise UsageError(f"{run}: no such run folder")
+    if run.is_dir() and not is_run(run) and (not create or any(not e.name.startswith(".") for e in os.scandir(run))):
+        raise UsageError(f"{run}: not a zoo run (no spec.json): give a folder made by `zoo build`, or choose "
+                         f"another --out so zoo does not write into this folder")
+    try:
+        run.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        raise io_error(run / ".lock" if e.errno == errno.ELOOP else run, e) from None
+    token = active_run.set(run)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise RunLockedError(f"{run}: another zoo process (pid {owner}) is working on this run; "
+                                 f"wait for it to finish, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _remove_stale_tmp(run)
+        yield
+    finally:
+        active_run.reset(token)
+        os.close(fd)  # closing drops the flock
+
+
+_TMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp")  # atomic_path's mkstemp names: .NAME.XXXXXXXX.tmpSUFFIX
+
+
+def _remove_stale_tmp(run: Path) -> None:
+    """Remove the temporary files a killed zoo process left in a run.
+
+    Called with the run's lock held, so no live zoo process is writing them. Only in a
+    folder zoo has written a run to: `zoo verify x.onnx` may lock any folder.
+    """
+    if not ((run / contract.SPEC_FILE).exists() or (run / contract.HISTORY_FILE).exists()):
+        return
+    for folder in (run, run / contract.CHECKPOINTS, run / contract.TEST_DATA_SET):
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(folder):
+                if _TMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
+                    unlink(entry.path)
+
+
+def set_latest(run: Path) -> None:
+    with contextlib.suppress(ZooError):
+        write_text(run.parent / LATEST, run.name + "\n")
+
+
+def latest(out=None) -> Path:
+    """The run built or trained most recently under `out`."""
+    root = runs_root(out)
+    try:
+        name = (root / LATEST).read_text().strip()
+    except OSError:
+        raise UsageError(f"no run yet under {root}: run `zoo build SPEC` first, or name a spec or run") from None
+    return run_dir(name, out)
+
+
+def find_run(target, out=None) -> Path:
+    """A run folder from a path to one, or the latest run when `target` is None."""
+    if target is None:
+        return latest(out)
+    p = Path(target)
+    if p.is_dir():
+        return p
+    raise UsageError(f"{target}: no such run folder")
+
+
+# Everything a training makes or consumes, for a fresh start; runs of an older zoo have
+# these files without records, so they are removed by name as well as through the manifest.
+TRAINED = (contract.MODEL_KERAS, contract.HISTORY_FILE, contract.METRICS_FILE, contract.CURVES_PNG,
+           contract.PREDICTIONS_PNG, contract.MODEL_ONNX, contract.CARD_FILE, contract.VERIFY_FILE,
+           contract.TEST_DATA_SET, contract.CHECKPOINTS)
+
+
+def start_over(run: Path) -> None:
+    """Remove every artefact of an earlier training (and all made from it): a fresh
+    build or training replaces the run, so nothing old can be taken for the new model's."""
+    invalidate(run, *TRAINED[:-2], prefix=contract.CHECKPOINTS + "/")
+    for name in TRAINED:
+        remove(Path(run) / name)
