@@ -187,9 +187,8 @@ def test_every_catalog_spec_exports_and_verifies(path, tmp_path):
     from zoo.core.backend import import_keras
 
     import_keras()
+    from zoo import api
     from zoo.spec import validate
-    from zoo.stages.export import export_run
-    from zoo.stages.train import train_run as train
 
     data = json.loads(path.read_text())
     data["train"]["epochs"] = 1
@@ -200,6 +199,29 @@ def test_every_catalog_spec_exports_and_verifies(path, tmp_path):
     if spec.data.path == MNIST10K:
         needs = (MNIST10K, "the MNIST 10k subset (mnist-10k.npz)")
     data_dir = need_data(*needs) if needs else DATASETS
-    train(spec, tmp_path / spec.name, data_dir=data_dir, quiet=True, log=lambda m: None)
-    report = export_run(tmp_path / spec.name, data_dir=data_dir, log=lambda m: None)
+    api.train(spec, out=tmp_path, data_dir=data_dir)
+    report = api.export(spec, out=tmp_path, data_dir=data_dir)
     assert report["status"] == "passed"
+
+
+def test_a_child_process_exports_on_tensorflow_under_the_lock_its_parent_hands_it(tmp_path):
+    """What a run trained on jax or torch does: the export (and verification) runs in a child process
+    on TensorFlow, working under the run's lock, which the parent holds and hands over, explicitly."""
+    from zoo import api
+    from zoo.core import contract, provenance, runs
+    from zoo.core.errors import ExportError
+    from zoo.stages.export import export_in_tensorflow
+
+    api.train(SPECS / "digits-softmax.json", out=tmp_path, epochs=2)
+    run = tmp_path / "digits-softmax"
+    with runs.locked(run, create=False) as lock:
+        export_in_tensorflow(lock, verify=True)
+    provenance.check_chain(run, contract.MODEL_ONNX)
+    assert json.loads((run / contract.VERIFY_FILE).read_text())["status"] == "passed"
+    # without the hand-off the child refuses to touch the run: exit 7, and the parent says so
+    done = subprocess.run([sys.executable, "-m", "zoo.stages.export", str(run), "--lock-fd", "0"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert done.returncode == 7 and "is not the lock" in done.stderr, done.stderr
+    with runs.locked(run, create=False):  # held, but the child is handed another file
+        with pytest.raises(ExportError, match="failed \\(exit 7\\)"):
+            export_in_tensorflow(runs.Lock(run, 0))

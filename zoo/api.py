@@ -4,14 +4,15 @@
 
     spec = zoo.load_spec("specs/digits-softmax.json")        # a path, a dict or a Spec
     metrics = zoo.train(spec, epochs=3, out="exports")        # -> metrics.json's content
-    report = zoo.export(spec, out="exports")                  # model.onnx + verify.json
-    zoo.predict("exports/digits-softmax/model.onnx", "x.npy")
+    report = zoo.export(spec, out="exports")                  # model.onnx, card.md, verify.json
+    zoo.predict("exports/digits-softmax/model.onnx", "exports/digits-softmax/test_data_set_0/input_0.pb")
 
 Every function takes a spec as a path, a dict or a `Spec` (train, export and verify
-also take a run folder), raises zoo's errors (`zoo.errors.ZooError` subclasses, each
-with its `exit_code`) and writes only inside the run folder `<out>/<name>/`. Each takes
-the run's lock while it writes, as the CLI does. Keras and TensorFlow load on the
-first call that needs them, never on `import zoo`.
+also take a run folder), raises zoo's errors (`zoo.core.errors.ZooError` subclasses, each
+with its `exit_code`) and writes only inside the run folder `<out>/<name>/`. Each loads
+and validates its spec once, takes the run's lock while it writes, and hands the spec and
+the run folder down the stages (zoo.stages). Keras and TensorFlow load on the first call
+that needs them, never on `import zoo`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
-from zoo.core import runs
-from zoo.core.contract import MODEL_ONNX, SPEC_FILE
+from zoo.core import provenance, runs
+from zoo.core.contract import MODEL_ONNX, SPEC_FILE, TRITON_DIR
 from zoo.core.errors import UsageError
-from zoo.spec import Spec
+from zoo.spec import Spec, keys
 
 __all__ = ["load_spec", "build", "train", "export", "verify", "predict", "run", "Built"]
 
@@ -58,30 +59,31 @@ def with_overrides(spec: Spec, **train) -> Spec:
     unknown = set(train) - set(TRAIN_OVERRIDES)
     if unknown:
         raise UsageError(f"unknown train override(s) {', '.join(sorted(unknown))}; valid: {', '.join(TRAIN_OVERRIDES)}")
-    changes = {k: v for k, v in train.items() if v is not None}
-    if not changes:
-        return spec
     data = resolve(spec)
-    data["train"].update(changes)
-    return validate(data, "overrides")
+    for key, value in train.items():
+        if value is not None:
+            data = keys.set_key(data, f"train.{key}", value, "overrides")
+    return spec if data == resolve(spec) else validate(data, "overrides")
+
+
+def _is_spec(target) -> bool:
+    return isinstance(target, (dict, Spec)) or (target is not None and Path(target).is_file())
 
 
 def _spec_and_run(target, out) -> tuple[Spec, Path]:
     """(spec, run folder) from a spec (path, dict, Spec), a run folder, or None (the latest run)."""
-    if isinstance(target, (dict, Spec)) or (target is not None and Path(target).is_file()):
+    if _is_spec(target):
         spec = load_spec(target)
         return spec, runs.run_dir(spec.name, out)
     run = runs.find_run(None if target is None else str(target), out)
     if not (run / SPEC_FILE).is_file():
         raise UsageError(f"{run}: not a run folder (no spec.json); give a spec file or a folder made by `zoo build`")
-    from zoo import spec as spec_mod
-
-    return spec_mod.load_spec(run / SPEC_FILE), run
+    return load_spec(run / SPEC_FILE), run
 
 
 def run_folder(target, out=None) -> Path:
     """The run folder of a spec (path, dict, Spec), a run folder, or None (the latest run)."""
-    if isinstance(target, (dict, Spec)) or (target is not None and Path(target).is_file()):
+    if _is_spec(target):
         return runs.run_dir(load_spec(target).name, out)
     return runs.find_run(None if target is None else str(target), out)
 
@@ -136,17 +138,62 @@ def train(spec: SpecLike = None, *, out=None, resume=False, data_dir=None, devic
 
 
 def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=None, data_dir=None, verify=True,
-           log: Optional[Callable[[str], None]] = None) -> dict:
-    """Export a trained run to ONNX (tf2onnx), then verify it. Returns verify.json's content ({} unverified).
+           onnx=True, web=False, ort_web=None, triton=None, log: Optional[Callable[[str], None]] = None) -> dict:
+    """Export a trained run to ONNX (tf2onnx), write its card, then verify it. Returns verify.json's content.
 
     `target` is the run's spec (path, dict, Spec), its folder, or None (the latest run).
+    `web=True` also writes web/ (a page on onnxruntime-web; `ort_web`: where its files come
+    from), `triton` a Triton model repository ("" or True: RUN/triton). With either, a
+    model.onnx that is already the export of the run's model.keras is used as it is,
+    unless `opset` is given. Returns {} when nothing was verified.
     """
+    if not onnx and not web and triton is None:
+        raise UsageError("nothing to export: give --onnx, --web and/or --triton")
+    if ort_web and not web:
+        raise UsageError("--ort-web only says where the page's onnxruntime-web comes from: add --web")
+    log = log or _quiet
     run = run_folder(target, out)
-    _keras()
-    from zoo.stages.export import export_run
+    report = {}
+    with runs.locked(run, create=False) as lock:
+        extra = web or triton is not None
+        if onnx and (not extra or opset is not None or not provenance.onnx_is_current(run)):
+            report = _export_locked(lock, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify, log=log)
+        if web:
+            from zoo.deploy.web import write_web
 
-    with runs.locked(run, create=False):
-        return export_run(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify, log=log or _quiet)
+            write_web(run, ort_web=ort_web, log=log)
+        if triton is not None:
+            from zoo.deploy.triton import write_repository
+
+            repo = run / TRITON_DIR if triton in ("", True) else Path(triton)
+            log(f"wrote Triton model {write_repository(run / MODEL_ONNX, repo)}")
+    return report
+
+
+def _export_locked(lock, *, opset, atol, rtol, data_dir, verify, log) -> dict:
+    """model.onnx, card.md, then verify.json, for the run `lock` holds."""
+    keras = _keras()
+    from zoo.core import files
+    from zoo.core.contract import METRICS_FILE, VERIFY_FILE
+    from zoo.deploy.card import write_card
+    from zoo.stages.export import export_in_tensorflow, export_run, trained_spec
+    from zoo.stages.verify import verify_run
+
+    run = lock.run
+    spec = trained_spec(run)
+    metrics = files.read_json(run / METRICS_FILE)
+    if keras.backend.backend() != "tensorflow":  # tf2onnx converts TensorFlow graphs: a child process on it
+        try:
+            export_in_tensorflow(lock, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify)
+        finally:
+            if provenance.onnx_is_current(run):
+                write_card(run, spec, metrics, opset or spec.export.opset)
+        return files.read_json(run / VERIFY_FILE) if verify else {}
+    model = export_run(spec, run, opset=opset, log=log)
+    write_card(run, spec, metrics, opset or spec.export.opset)
+    if not verify:
+        return {}
+    return verify_run(spec, run, model=model, atol=atol, rtol=rtol, data_dir=data_dir, log=log)
 
 
 def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=None,
@@ -167,7 +214,9 @@ def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=
     from zoo.stages.verify import verify_run
 
     with runs.locked(run, create=False):
-        return verify_run(run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir, log=log or _quiet)
+        spec = load_spec(run / SPEC_FILE)
+        return verify_run(spec, run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir,
+                          log=log or _quiet)
 
 
 def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:
@@ -192,7 +241,8 @@ def run(spec: SpecLike, *, out=None, data_dir=None, device=None, backend=None,
     if unknown:
         raise UsageError(f"unknown option(s) {', '.join(sorted(unknown))}; valid: {', '.join(TRAIN_OVERRIDES)}")
     spec = load_spec(spec)
+    folder = runs.run_dir(spec.name, out)
     metrics = train(spec, out=out, data_dir=data_dir, device=device, backend=backend, log=log, quiet=quiet,
                     **overrides)
-    report = export(runs.run_dir(spec.name, out), out=out, data_dir=data_dir, log=log)
-    return {"run": runs.run_dir(spec.name, out), "metrics": metrics, "verify": report}
+    report = export(folder, out=out, data_dir=data_dir, log=log)
+    return {"run": folder, "metrics": metrics, "verify": report}

@@ -103,7 +103,8 @@ EXIT_CODES = {
     6: "verification failed (VerificationError)",
     7: "run folder locked by another zoo process (RunLockedError)",
     8: "an artefact does not match its provenance record: edited by hand or stale (ProvenanceError)",
-    9: "the environment failed: permission denied, disk full, read-only file system, stdout full (EnvironmentProblem)",
+    9: "the environment failed: permission denied, disk full, read-only file system, stdout full, out of memory "
+       "(EnvironmentProblem)",
     10: "zoo serve: the server could not start, or a part of it (Triton, nginx) stopped (ServerError)",
     11: "zoo sweep: every worker stopped with trials unfinished (SweepError)",
     130: "interrupted (Ctrl-C); the last completed checkpoint is kept",

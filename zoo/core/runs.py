@@ -13,6 +13,7 @@ import errno
 import fcntl
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from zoo.core import contract
@@ -44,22 +45,26 @@ def is_run(folder: Path) -> bool:
     return spec.is_file() and not spec.is_symlink()
 
 
+LOCK_FILE = ".lock"
+
+
+@dataclass(frozen=True)
+class Lock:
+    """A held run lock: `fd` is the open lock file, which a child process can be handed (`adopted`)."""
+
+    run: Path
+    fd: int
+
+
 @contextlib.contextmanager
 def locked(run: Path, create=True):
-    """Hold the run's lock for the duration, or raise RunLockedError at once.
+    """Hold the run's lock for the duration, or raise RunLockedError at once. Yields a Lock.
 
     `create`: the command makes the run (build, train), so the folder may be new or
     empty; otherwise it must already be a run. A folder that is not a run never gets
     a lock file, and the run folder itself may not be a symbolic link.
     """
     run = Path(os.path.abspath(run))
-    if os.environ.get("ZOO_LOCK_HELD") == str(os.getppid()):
-        token = active_run.set(run)  # a child zoo process working for the parent that holds the lock
-        try:
-            yield
-        finally:
-            active_run.reset(token)
-        return
     refuse_link(run)
     if not create and not run.is_dir():
         raise UsageError(f"{run}: no such run folder")
@@ -68,9 +73,9 @@ def locked(run: Path, create=True):
                          f"another --out so zoo does not write into this folder")
     try:
         run.mkdir(parents=True, exist_ok=True)
-        fd = os.open(run / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        fd = os.open(run / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     except OSError as e:
-        raise io_error(run / ".lock" if e.errno == errno.ELOOP else run, e) from None
+        raise io_error(run / LOCK_FILE if e.errno == errno.ELOOP else run, e) from None
     token = active_run.set(run)
     try:
         try:
@@ -82,10 +87,37 @@ def locked(run: Path, create=True):
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _remove_stale_tmp(run)
-        yield
+        yield Lock(run, fd)
     finally:
         active_run.reset(token)
         os.close(fd)  # closing drops the flock
+
+
+@contextlib.contextmanager
+def adopted(run: Path, fd: int):
+    """Work on `run` under a lock a parent process holds and handed over as the open file `fd`.
+
+    The hand-off is checked, not trusted: `fd` must be the run's own lock file, and flock on
+    it must succeed at once (it does only for the open file that holds the lock). Yields a Lock.
+    """
+    run = Path(os.path.abspath(run))
+    try:
+        held, there = os.fstat(fd), os.stat(run / LOCK_FILE, follow_symlinks=False)
+        same = (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+        if same:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        same = False
+    except OSError as e:
+        raise UsageError(f"{run}: lock file descriptor {fd} cannot be adopted ({e.strerror or e}); the parent "
+                         f"process must hold the run's lock and pass it") from None
+    if not same:
+        raise RunLockedError(f"{run}: file descriptor {fd} is not the lock this run's parent process holds")
+    token = active_run.set(run)
+    try:
+        yield Lock(run, fd)
+    finally:
+        active_run.reset(token)
 
 
 _TMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp")  # atomic_path's mkstemp names: .NAME.XXXXXXXX.tmpSUFFIX

@@ -10,6 +10,8 @@ Layer names are stable: `input`, `rescale`, `flatten`, `standardize`, `hidden_1`
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
 from keras import ops
@@ -131,7 +133,7 @@ def build_run(spec: Spec, run) -> keras.Model:
     model = build_model(spec)
     runs.start_over(run)
     provenance.save_text(run, SPEC_FILE, dumps(spec), "build")
-    with provenance.artefact(run, MODEL_KERAS, "build", inputs=["spec.json"]) as tmp:
+    with provenance.artefact(run, MODEL_KERAS, "build", inputs=[SPEC_FILE]) as tmp:
         model.save(tmp)
     return model
 
@@ -140,10 +142,10 @@ def load_model(path):
     """Load a .keras file with safe_mode on: a file carrying code (a Lambda) is refused."""
     import keras
 
+    if not Path(path).is_file():  # Keras says "File not found" inside a ValueError: say it plainly
+        raise UsageError(f"{path}: no such model file")
     try:
         return keras.saving.load_model(path, safe_mode=True)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such model file") from None
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         if "safe_mode" in str(e) or "lambda" in str(e).lower():

@@ -11,7 +11,6 @@ Files are never unpickled.
 
 from __future__ import annotations
 
-import csv
 import gzip
 import os
 import struct
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.core.arrays import csv_numbers, exact_cast, read_csv_rows
 from zoo.core.errors import DataError, io_error
 from zoo.spec import Spec
 
@@ -121,30 +121,13 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
     """Features (float32) and labels from a CSV with a header row."""
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel starts its CSVs with a BOM
-            rows = list(csv.reader(f))
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except PermissionError as e:
-        raise io_error(path, e, "read") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise DataError(f"{path}: cannot read as CSV ({e})") from None
+    rows = read_csv_rows(path)
     if len(rows) < 2:
         raise DataError(f"{path}: needs a header row and at least one data row")
     header = [h.strip() for h in rows[0]]
     if label_column not in header:
         raise DataError(f"{path}: no column {label_column!r} (data.label_column); columns are {', '.join(header)}")
-    values = np.empty((len(rows) - 1, len(header)), dtype=np.float64)
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: line {i} has {len(row)} fields, the header has {len(header)}")
-        for j, cell in enumerate(row):
-            try:
-                values[i - 2, j] = float(cell)
-            except ValueError:
-                what = "is empty" if not cell.strip() else f"is {cell[:30]!r}, not a number"
-                raise DataError(f"{path}: line {i}, column {header[j]!r} {what}") from None
+    values = csv_numbers(rows[1:], path, header=header, first_line=2)
     label = header.index(label_column)
     return np.delete(values, label, axis=1), values[:, label]
 
@@ -213,7 +196,7 @@ def synthetic_linear(w, b, noise, num_examples, seed):
 
 
 def _synthetic(spec: Spec):
-    from zoo.spec import Synthetic
+    from zoo.spec.schema import Synthetic
 
     p = spec.data.synthetic or Synthetic()
     x, y = synthetic_linear(p.w, p.b, p.noise, p.num_examples, spec.train.seed)
@@ -252,27 +235,7 @@ def _check_x(x, name, spec: Spec, source):
     x = x.reshape((len(x), *m.input_shape))
     if len(x) == 0:
         raise DataError(f"{source}: {name} is empty")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise DataError(f"{source}: {name} holds NaN or inf values; clean the data first")
-    if m.input_dtype == "uint8":
-        if x.dtype != np.uint8:
-            if x.dtype.kind == "f" and not (x == np.round(x)).all() or x.min() < 0 or x.max() > 255:
-                raise DataError(f"{source}: {name} has dtype {x.dtype} with values outside the integers 0..255; "
-                                f"the spec's model.input_dtype is uint8 (set it to float32 for real-valued inputs)")
-            x = x.astype(np.uint8)
-        return x
-    return _as_float32(x, name, source)
-
-
-def _as_float32(a, name, source):
-    """a as float32, refusing values beyond its range (finite in float64, inf after the cast)."""
-    with np.errstate(over="ignore"):
-        b = a.astype(np.float32, copy=False)
-    if b.dtype.kind == "f" and not np.isfinite(b).all():
-        bad = a[~np.isfinite(b)].flat[0]
-        raise DataError(f"{source}: {name} holds {bad:g}, beyond float32's range (±3.4e38) that training computes "
-                        f"in; rescale the data (data.preprocessing) or clean it")
-    return b
+    return exact_cast(x, m.input_dtype, source, name)
 
 
 def _check_y(y, name, n, spec: Spec, source):
@@ -288,7 +251,7 @@ def _check_y(y, name, n, spec: Spec, source):
         outputs = spec.num_outputs
         if y.size != n * outputs:
             raise DataError(f"{source}: {name} has shape {list(y.shape)}; expected {outputs} target(s) per example")
-        return _as_float32(y.reshape(n, outputs), name, source)
+        return exact_cast(y.reshape(n, outputs), "float32", source, name)
     y = y.reshape(-1) if y.ndim == 2 and y.shape[1] == 1 else y
     if y.ndim != 1:
         raise DataError(f"{source}: {name} has shape {list(y.shape)}; expected one integer class label per example")

@@ -31,7 +31,6 @@ from zoo.core.contract import (
     PREDICTIONS,
     PROBABILITIES,
     SPEC_FILE,
-    VERIFY_FILE,
 )
 from zoo.core.errors import ExportError, UsageError
 from zoo.core.version import __version__
@@ -125,11 +124,11 @@ def write_onnx(proto, path: Path, meta: dict[str, str], run=None) -> None:
             onnx.save_model(proto, str(tmp))
         return
     with provenance.artefact(run, Path(path).relative_to(run).as_posix(), "export",
-                       inputs=["spec.json", MODEL_KERAS, METRICS_FILE]) as tmp:
+                       inputs=[SPEC_FILE, MODEL_KERAS, METRICS_FILE]) as tmp:
         onnx.save_model(proto, str(tmp))
 
 
-def _trained(run: Path):
+def trained_spec(run: Path) -> Spec:
     """The run's spec, after checking that model.keras is the model training produced
     and metrics.json describes it (provenance.json); else one error that names the file."""
     if not run.is_dir():
@@ -146,17 +145,11 @@ def _trained(run: Path):
     return load_spec(run / SPEC_FILE)
 
 
-def export_run(run: Path, *, opset=None, atol=None, rtol=None, data_dir=None, verify=True, log=print) -> dict:
-    """Export a trained run to run/model.onnx, write card.md, and verify it.
+def export_run(spec: Spec, run: Path, *, opset=None, log=print):
+    """Convert the run's trained model.keras to run/model.onnx (TensorFlow backend). Returns the Keras model.
 
-    A model trained on the jax or torch backend is exported by reloading its .keras
-    under TensorFlow in a child process (a process has one Keras backend).
+    `spec` is the run's own (trained_spec); the caller holds the run's lock.
     """
-    import keras
-
-    spec = _trained(run)
-    if keras.backend.backend() != "tensorflow":
-        return _export_in_tensorflow(run, opset, atol, rtol, data_dir, verify)
     from zoo.stages.build import load_model
 
     opset = opset or spec.export.opset
@@ -168,25 +161,66 @@ def export_run(run: Path, *, opset=None, atol=None, rtol=None, data_dir=None, ve
     log(f"wrote {run}/model.onnx ({size / 1024:.0f} KiB, opset {opset}, inputs {INPUT_NAME}"
         f"[{BATCH_DIM}, {', '.join(map(str, spec.model.input_shape))}] {spec.model.input_dtype}, "
         f"outputs {', '.join(output_names(spec))})")
-    from zoo.deploy.card import write_card
-
-    write_card(run, spec, metrics, opset)
-    if not verify:
-        return {}
-    from zoo.stages.verify import verify_run
-
-    return verify_run(run, model=model, spec=spec, atol=atol, rtol=rtol, data_dir=data_dir, log=log)
+    return model
 
 
-def _export_in_tensorflow(run, opset, atol, rtol, data_dir, verify):
-    cmd = [sys.executable, "-m", "zoo", "export", str(run)]
+# ----- under TensorFlow, from a process on another Keras backend ---------------------------------
+#
+# tf2onnx converts TensorFlow graphs only, and a process has one Keras backend: a model trained
+# on jax or torch is exported (and verified) by a child process on TensorFlow, which works on
+# the run under the lock its parent holds and hands it (runs.adopted).
+
+def export_in_tensorflow(lock, *, opset=None, atol=None, rtol=None, data_dir=None, verify=True) -> None:
+    """Run this module's main() on TensorFlow for the locked run `lock.run`; ExportError if it fails."""
+    cmd = [sys.executable, "-m", "zoo.stages.export", str(lock.run), "--lock-fd", str(lock.fd)]
     for flag, value in (("--opset", opset), ("--atol", atol), ("--rtol", rtol), ("--data-dir", data_dir)):
         if value is not None:
             cmd += [flag, str(value)]
     if not verify:
         cmd.append("--no-verify")
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow", "ZOO_LOCK_HELD": str(os.getpid())}  # the parent holds the run lock
-    done = subprocess.run(cmd, env=env)
+    done = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": "tensorflow"}, pass_fds=(lock.fd,))
     if done.returncode:
-        raise ExportError(f"exporting {run} under the tensorflow backend failed (exit {done.returncode})")
-    return json.loads((run / VERIFY_FILE).read_text()) if verify else {}
+        raise ExportError(f"exporting {lock.run} under the tensorflow backend failed (exit {done.returncode})")
+
+
+def _parse(argv):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m zoo.stages.export",
+                                description="Export (and verify) a trained run on TensorFlow, under its parent's lock.")
+    p.add_argument("run", type=Path)
+    p.add_argument("--lock-fd", type=int, required=True, help="the run's lock, held by the parent process")
+    p.add_argument("--opset", type=int)
+    p.add_argument("--atol", type=float)
+    p.add_argument("--rtol", type=float)
+    p.add_argument("--data-dir")
+    p.add_argument("--no-verify", action="store_true")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """The child's entry point: export_run, then verify_run, on TensorFlow. Returns the exit code."""
+    from zoo.core import backend, console, runs, signals
+    from zoo.core.errors import ZooError
+
+    signals.install()
+    args = _parse(argv)
+    try:
+        backend.import_keras("tensorflow")
+        from zoo.stages.verify import verify_run
+
+        with runs.adopted(args.run, args.lock_fd):
+            spec = trained_spec(args.run)
+            model = export_run(spec, args.run, opset=args.opset)
+            if not args.no_verify:
+                verify_run(spec, args.run, model=model, atol=args.atol, rtol=args.rtol, data_dir=args.data_dir)
+        return 0
+    except ZooError as e:
+        console.say(str(e))
+        return e.exit_code
+    except KeyboardInterrupt as e:
+        return console.interrupted_exit(e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.core.arrays import csv_numbers, exact_cast, read_csv_rows, read_tensor_proto
 from zoo.core.contract import PREDICTIONS
 from zoo.core.errors import DataError, UsageError, ZooError, io_error
 
@@ -24,7 +25,7 @@ def read_input(path: Path, shape: list[int], dtype: str) -> np.ndarray:
     suffix = path.suffix.lower()
     if not path.is_file():
         raise UsageError(f"{path}: no such input file")
-    readers = {".npy": _read_npy, ".csv": _read_csv, ".pb": _read_tensor_proto,
+    readers = {".npy": _read_npy, ".csv": _read_csv, ".pb": read_tensor_proto,
                **{s: lambda p, shape=shape: _read_image(p, shape) for s in IMAGE_SUFFIXES}}
     if suffix not in readers:
         raise UsageError(f"{path}: unknown input type {suffix!r}; give a .npy, .png/.jpg, .csv or .pb (TensorProto)")
@@ -50,28 +51,6 @@ def read_input(path: Path, shape: list[int], dtype: str) -> np.ndarray:
     return exact_cast(x.reshape((len(x), *shape)), dtype, path)
 
 
-def exact_cast(x: np.ndarray, dtype: str, source) -> np.ndarray:
-    """x as `dtype`, refusing any value the cast would change (DataError naming `source`)."""
-    if dtype == "uint8":
-        if x.dtype == np.uint8:
-            return x
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise DataError(f"{source}: holds NaN or inf values; the model takes uint8 pixel values 0..255")
-        if x.min() < 0 or x.max() > 255 or not np.array_equal(x, np.round(x)):
-            raise DataError(f"{source}: the model takes uint8 pixel values 0..255; found {x.dtype} values "
-                            f"from {x.min():g} to {x.max():g}" + ("" if np.array_equal(x, np.round(x)) else
-                                                                   " with fractions"))
-        return x.astype(np.uint8)
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        raise DataError(f"{source}: holds NaN or inf values")
-    with np.errstate(over="ignore"):
-        y = x.astype(np.float32)
-    if not np.isfinite(y).all():  # finite as float64, beyond float32's ±3.4e38
-        bad = x[~np.isfinite(y)].flat[0]
-        raise DataError(f"{source}: holds {bad:g}, beyond float32's range (±3.4e38) the model computes in")
-    return y
-
-
 def _read_npy(path):
     with open(path, "rb") as f:
         head = f.read(len(NPY_MAGIC))
@@ -87,28 +66,11 @@ def _read_npy(path):
 
 
 def _read_csv(path):
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: is not a text CSV file (not UTF-8)") from None
-    rows = [line for line in text.splitlines() if line.strip()]
+    """One example a line, every cell a number, no header."""
+    rows = [row for row in read_csv_rows(path) if any(cell.strip() for cell in row)]
     if not rows:
         raise DataError(f"{path}: holds no examples (the file is empty); give one example a line")
-    try:
-        return np.array([[float(v) for v in row.split(",")] for row in rows], dtype=np.float64)
-    except ValueError as e:
-        raise DataError(f"{path}: every cell must be a number, one example a line ({e})") from None
-
-
-def _read_tensor_proto(path):
-    from onnx import TensorProto, numpy_helper
-
-    t = TensorProto()
-    try:
-        t.ParseFromString(path.read_bytes())
-        return numpy_helper.to_array(t)
-    except Exception:
-        raise DataError(f"{path}: is not a TensorProto (.pb as in test_data_set_0/)") from None
+    return csv_numbers(rows, path)
 
 
 def _read_image(path, shape):
@@ -151,7 +113,7 @@ def _read_image(path, shape):
 
 def predict_file(model_path, input_path, top_k=3) -> list[dict]:
     from zoo.core.contract import LABELED_OUTPUT, Contract
-    from zoo.stages.verify import session
+    from zoo.core.runtime import session
 
     sess = session(Path(model_path))
     c = Contract.from_session(sess, model_path)  # checks inputs, outputs and metadata first
@@ -173,7 +135,7 @@ def format_predictions(results) -> str:
     lines = []
     for r in results:
         if PREDICTIONS in r:
-            lines.append(f"[{r['index']}] " + ", ".join(f"{v:.6g}" for v in r["predictions"]))
+            lines.append(f"[{r['index']}] " + ", ".join(f"{v:.6g}" for v in r[PREDICTIONS]))
         else:
             lines.append(f"[{r['index']}] " + "  ".join(f"{t['name']} {t['probability']:.3f}" for t in r["top"]))
     return "\n".join(lines)

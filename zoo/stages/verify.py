@@ -32,7 +32,6 @@ from zoo.core.contract import (
     MODEL_ONNX,
     PREDICTIONS,
     PROBABILITIES,
-    SPEC_FILE,
     TEST_DATA_SET,
     VERIFY_FILE,
     check_signature,
@@ -41,7 +40,7 @@ from zoo.core.contract import (
 )
 from zoo.core.errors import UsageError, VerificationError
 from zoo.core.runtime import session
-from zoo.spec import Spec, load_spec
+from zoo.spec import Spec
 
 MAX_EXAMPLES = 2000
 TEST_DATA_EXAMPLES = 16
@@ -139,13 +138,16 @@ def check_provenance(run: Path, onnx_path: Path) -> dict:
             raise ProvenanceError(f"{onnx_path}: its metadata metrics {meta.get(META_METRICS)} are not "
                                   f"metrics.json's {recorded}; export it again with `zoo export {run}`")
     if own:
-        return {"inputs": ["model.onnx", MODEL_KERAS]}
-    return {"inputs": ["model.keras"], "extra": {"@onnx": files.digest(onnx_path)}}
+        return {"inputs": [MODEL_ONNX, MODEL_KERAS]}
+    return {"inputs": [MODEL_KERAS], "extra": {"@onnx": files.digest(onnx_path)}}
 
 
-def verify_run(run: Path, *, model=None, spec=None, onnx_path=None, atol=None, rtol=None, data_dir=None, log=print) -> dict:
-    """Verify run/model.onnx against run/model.keras. Raises VerificationError on mismatch,
-    ProvenanceError when the ONNX file was not made from this run's model.keras."""
+def verify_run(spec: Spec, run: Path, *, model=None, onnx_path=None, atol=None, rtol=None, data_dir=None,
+               log=print) -> dict:
+    """Verify run/model.onnx (or `onnx_path`) against run/model.keras (or `model`, already loaded).
+
+    `spec` is the run's own. Raises VerificationError on mismatch, ProvenanceError when the
+    ONNX file was not made from this run's model.keras. The caller holds the run's lock."""
     from zoo.stages import data as data_mod
     from zoo.stages.build import load_model
 
@@ -153,7 +155,6 @@ def verify_run(run: Path, *, model=None, spec=None, onnx_path=None, atol=None, r
     onnx_path = Path(onnx_path or run / MODEL_ONNX)
     made_from = check_provenance(run, onnx_path)
     sess = session(onnx_path)
-    spec = spec or load_spec(run / SPEC_FILE)
     model = model or load_model(run / MODEL_KERAS)
     atol = spec.export.atol if atol is None else atol
     rtol = spec.export.rtol if rtol is None else rtol
