@@ -151,13 +151,18 @@ def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=Non
         raise UsageError("nothing to export: give --onnx, --web and/or --triton")
     if ort_web and not web:
         raise UsageError("--ort-web only says where the page's onnxruntime-web comes from: add --web")
-    log = log or _quiet
-    run = run_folder(target, out)
+    return _export(run_folder(target, out), opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify,
+                   onnx=onnx, web=web, ort_web=ort_web, triton=triton, log=log or _quiet)
+
+
+def _export(run: Path, *, opset, atol, rtol, data_dir, verify, onnx, web, ort_web, triton, log,
+            trained=(None, None)) -> dict:
     report = {}
     with runs.locked(run, create=False) as lock:
         extra = web or triton is not None
         if onnx and (not extra or opset is not None or not provenance.onnx_is_current(run)):
-            report = _export_locked(lock, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify, log=log)
+            report = _export_locked(lock, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify, log=log,
+                                    trained=trained)
         if web:
             from zoo.deploy.web import write_web
 
@@ -170,8 +175,9 @@ def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=Non
     return report
 
 
-def _export_locked(lock, *, opset, atol, rtol, data_dir, verify, log) -> dict:
-    """model.onnx, card.md, then verify.json, for the run `lock` holds."""
+def _export_locked(lock, *, opset, atol, rtol, data_dir, verify, log, trained=(None, None)) -> dict:
+    """model.onnx, card.md, then verify.json, for the run `lock` holds. `trained`: the (spec,
+    metrics) the same command just trained, so they are not read back from the run."""
     keras = _keras()
     from zoo.core import files
     from zoo.core.contract import METRICS_FILE, VERIFY_FILE
@@ -180,8 +186,8 @@ def _export_locked(lock, *, opset, atol, rtol, data_dir, verify, log) -> dict:
     from zoo.stages.verify import verify_run
 
     run = lock.run
-    spec = trained_spec(run)
-    metrics = files.read_json(run / METRICS_FILE)
+    spec = trained_spec(run, trained[0])
+    metrics = files.read_json(run / METRICS_FILE) if trained[1] is None else trained[1]
     if keras.backend.backend() != "tensorflow":  # tf2onnx converts TensorFlow graphs: a child process on it
         try:
             export_in_tensorflow(lock, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify)
@@ -189,7 +195,7 @@ def _export_locked(lock, *, opset, atol, rtol, data_dir, verify, log) -> dict:
             if provenance.onnx_is_current(run):
                 write_card(run, spec, metrics, opset or spec.export.opset)
         return files.read_json(run / VERIFY_FILE) if verify else {}
-    model = export_run(spec, run, opset=opset, log=log)
+    model = export_run(spec, run, opset=opset, metrics=metrics, log=log)
     write_card(run, spec, metrics, opset or spec.export.opset)
     if not verify:
         return {}
@@ -240,9 +246,9 @@ def run(spec: SpecLike, *, out=None, data_dir=None, device=None, backend=None,
     unknown = set(overrides) - set(TRAIN_OVERRIDES)
     if unknown:
         raise UsageError(f"unknown option(s) {', '.join(sorted(unknown))}; valid: {', '.join(TRAIN_OVERRIDES)}")
-    spec = load_spec(spec)
+    spec = with_overrides(load_spec(spec), **overrides)  # loaded and validated once, handed down
     folder = runs.run_dir(spec.name, out)
-    metrics = train(spec, out=out, data_dir=data_dir, device=device, backend=backend, log=log, quiet=quiet,
-                    **overrides)
-    report = export(folder, out=out, data_dir=data_dir, log=log)
+    metrics = train(spec, out=out, data_dir=data_dir, device=device, backend=backend, log=log, quiet=quiet)
+    report = _export(folder, opset=None, atol=None, rtol=None, data_dir=data_dir, verify=True, onnx=True, web=False,
+                     ort_web=None, triton=None, log=log or _quiet, trained=(spec, metrics))
     return {"run": folder, "metrics": metrics, "verify": report}

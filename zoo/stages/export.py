@@ -128,9 +128,12 @@ def write_onnx(proto, path: Path, meta: dict[str, str], run=None) -> None:
         onnx.save_model(proto, str(tmp))
 
 
-def trained_spec(run: Path) -> Spec:
+def trained_spec(run: Path, spec: Spec | None = None) -> Spec:
     """The run's spec, after checking that model.keras is the model training produced
-    and metrics.json describes it (provenance.json); else one error that names the file."""
+    and metrics.json describes it (provenance.json); else one error that names the file.
+
+    `spec`: the one the caller already holds (the command that trained the run): checked
+    against spec.json's record instead of read again."""
     if not run.is_dir():
         raise UsageError(f"{run}: no such run folder")
     history = run / HISTORY_FILE
@@ -142,19 +145,22 @@ def trained_spec(run: Path) -> Spec:
     if provenance.check(run, MODEL_KERAS)["stage"] != "train":
         raise UsageError(f"{run}/model.keras: is the untrained model `zoo build` wrote; run `zoo train {run}` first")
     provenance.check_chain(run, METRICS_FILE)  # made from this very model.keras
+    if spec is not None and dumps(spec) == (run / SPEC_FILE).read_text(encoding="utf-8"):
+        return spec
     return load_spec(run / SPEC_FILE)
 
 
-def export_run(spec: Spec, run: Path, *, opset=None, log=print):
+def export_run(spec: Spec, run: Path, *, opset=None, metrics=None, log=print):
     """Convert the run's trained model.keras to run/model.onnx (TensorFlow backend). Returns the Keras model.
 
-    `spec` is the run's own (trained_spec); the caller holds the run's lock.
+    `spec` is the run's own (trained_spec), `metrics` metrics.json's content where the caller
+    has it; the caller holds the run's lock.
     """
     from zoo.stages.build import load_model
 
     opset = opset or spec.export.opset
     model = load_model(run / MODEL_KERAS)
-    metrics = files.read_json(run / METRICS_FILE)
+    metrics = files.read_json(run / METRICS_FILE) if metrics is None else metrics
     proto = to_onnx(model, spec, opset)
     write_onnx(proto, run / MODEL_ONNX, metadata(spec, metrics, spec.model.class_names, provenance.made_from(run)), run)
     size = (run / MODEL_ONNX).stat().st_size
