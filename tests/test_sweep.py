@@ -23,7 +23,9 @@ import pytest
 from conftest import DATASETS, SPECS
 
 from zoo.core.errors import SpecError, UsageError
-from zoo.sweep import trials as sweep
+from zoo.spec.keys import key_path
+from zoo.sweep.grid import parse_set, plan
+from zoo.sweep.study import GRACE_FACTOR, claim_next, connect, masked, normalize_url, open_study
 
 optuna = pytest.importorskip("optuna", reason="zoo sweep needs the sweep extra: pip install -e '.[sweep]'")
 
@@ -34,12 +36,12 @@ ROOT = SPECS.parent
 # ----- the grid (no TensorFlow) -------------------------------------------------------------
 
 def test_set_values_are_json_or_words():
-    assert sweep.parse_set("train.learning_rate=0.05,0.1") == ("train.learning_rate", [0.05, 0.1])
-    assert sweep.parse_set("model.hidden[0].units=64,256") == ("model.hidden[0].units", [64, 256])
-    assert sweep.parse_set("train.optimizer=sgd,adam") == ("train.optimizer", ["sgd", "adam"])
-    assert sweep.parse_set("model.input_shape=[8,8],[64]") == ("model.input_shape", [[8, 8], [64]])
-    assert sweep.parse_set("model.use_bias=true,false") == ("model.use_bias", [True, False])
-    assert sweep.key_path("model.hidden[0].units") == ["model", "hidden", 0, "units"]
+    assert parse_set("train.learning_rate=0.05,0.1") == ("train.learning_rate", [0.05, 0.1])
+    assert parse_set("model.hidden[0].units=64,256") == ("model.hidden[0].units", [64, 256])
+    assert parse_set("train.optimizer=sgd,adam") == ("train.optimizer", ["sgd", "adam"])
+    assert parse_set("model.input_shape=[8,8],[64]") == ("model.input_shape", [[8, 8], [64]])
+    assert parse_set("model.use_bias=true,false") == ("model.use_bias", [True, False])
+    assert key_path("model.hidden[0].units") == ["model", "hidden", 0, "units"]
 
 
 @pytest.mark.parametrize("text, words", [
@@ -54,26 +56,26 @@ def test_set_values_are_json_or_words():
 ])
 def test_malformed_sets_are_usage_errors(text, words):
     with pytest.raises(UsageError, match=words.replace("(", r"\(").replace(")", r"\)")):
-        sweep.parse_set(text)
+        parse_set(text)
 
 
 def test_every_combination_is_validated_and_each_problem_named_once():
     with pytest.raises(SpecError) as e:
-        sweep.plan(DIGITS, ["train.learning_rate=-1,0,0.1", "train.lr=1,2", "model.hidden[0].units=0,8"], "0,1")
+        plan(DIGITS, ["train.learning_rate=-1,0,0.1", "train.lr=1,2", "model.hidden[0].units=0,8"], "0,1")
     problems = dict(e.value.problems)
     assert problems["train.learning_rate"].startswith("Input should be greater than 0")
     assert problems["train.lr"].startswith("unknown key; valid keys here: optimizer, learning_rate")
     assert "model.hidden[0].units" in problems
     assert len(e.value.problems) == 3
     with pytest.raises(SpecError, match=r"model.hidden\[2\]: out of range: the spec's model.hidden has 1 item"):
-        sweep.plan(DIGITS, ["model.hidden[2].units=8,16"])
+        plan(DIGITS, ["model.hidden[2].units=8,16"])
     with pytest.raises(SpecError, match="train.learning_rate: is not an object"):
-        sweep.plan(DIGITS, ["train.learning_rate.x=1,2"])
+        plan(DIGITS, ["train.learning_rate.x=1,2"])
 
 
 def test_plan_names_runs_by_spec_and_hash_and_rejects_conflicts():
-    p = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.1", "model.hidden[0].units=16,32"], "0,1,2",
-                   fixed={"train.epochs": 1})
+    p = plan(DIGITS, ["train.learning_rate=0.05,0.1", "model.hidden[0].units=16,32"], "0,1,2",
+             fixed={"train.epochs": 1})
     assert len(p.points) == 12 and len({pt.run for pt in p.points}) == 12
     assert all(pt.run.startswith("digits-mlp-") and len(pt.run) == len("digits-mlp-") + 8 for pt in p.points)
     first = p.points[0]
@@ -81,32 +83,32 @@ def test_plan_names_runs_by_spec_and_hash_and_rejects_conflicts():
     assert first.spec["train"] == {**first.spec["train"], "learning_rate": 0.05, "seed": 0, "epochs": 1}
     assert first.spec["model"]["hidden"][0]["units"] == 16 and first.spec["name"] == first.run
     # the same grid gives the same names and study (a repeat reuses), another grid another study
-    again = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.1", "model.hidden[0].units=16,32"], [0, 1, 2],
-                       fixed={"train.epochs": 1})
+    again = plan(DIGITS, ["train.learning_rate=0.05,0.1", "model.hidden[0].units=16,32"], [0, 1, 2],
+                 fixed={"train.epochs": 1})
     assert [pt.run for pt in again.points] == [pt.run for pt in p.points]
     assert again.default_study == p.default_study
-    assert sweep.plan(DIGITS, ["train.learning_rate=0.05,0.1"], "0,1").default_study != p.default_study
+    assert plan(DIGITS, ["train.learning_rate=0.05,0.1"], "0,1").default_study != p.default_study
     # a run's name depends on the spec the overrides make, not on how they were spelled
-    by_lr = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.1"], "0", fixed={"train.epochs": 1})
-    by_epochs = sweep.plan(DIGITS, ["train.epochs=1,2"], "0", fixed={"train.learning_rate": 0.1})
+    by_lr = plan(DIGITS, ["train.learning_rate=0.05,0.1"], "0", fixed={"train.epochs": 1})
+    by_epochs = plan(DIGITS, ["train.epochs=1,2"], "0", fixed={"train.learning_rate": 0.1})
     assert by_lr.points[1].run == by_epochs.points[0].run
     assert by_lr.points[1].spec == by_epochs.points[0].spec
     with pytest.raises(UsageError, match="nothing to sweep"):
-        sweep.plan(DIGITS, [], "0")
+        plan(DIGITS, [], "0")
     with pytest.raises(UsageError, match="--seeds"):
-        sweep.plan(DIGITS, ["train.seed=1,2"])
+        plan(DIGITS, ["train.seed=1,2"])
     with pytest.raises(UsageError, match="both fixed"):
-        sweep.plan(DIGITS, ["train.epochs=1,2"], fixed={"train.epochs": 3})
+        plan(DIGITS, ["train.epochs=1,2"], fixed={"train.epochs": 3})
     with pytest.raises(UsageError, match="reports accuracy and loss"):
-        sweep.plan(DIGITS, ["train.epochs=1,2"], metric="mae")
+        plan(DIGITS, ["train.epochs=1,2"], metric="mae")
 
 
 def test_storage_urls_name_their_driver_and_hide_passwords():
-    assert sweep.normalize_url("postgresql://u:pw@db/x") == "postgresql+psycopg2://u:pw@db/x"
-    assert sweep.normalize_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
-    assert sweep.normalize_url("mysql://u@db/x") == "mysql+pymysql://u@db/x"
-    assert sweep.normalize_url("sqlite:///a.db") == "sqlite:///a.db"
-    assert sweep.masked("postgresql+psycopg2://u:secret@db:5432/x") == "postgresql+psycopg2://u:***@db:5432/x"
+    assert normalize_url("postgresql://u:pw@db/x") == "postgresql+psycopg2://u:pw@db/x"
+    assert normalize_url("postgresql+psycopg2://u@db/x") == "postgresql+psycopg2://u@db/x"
+    assert normalize_url("mysql://u@db/x") == "mysql+pymysql://u@db/x"
+    assert normalize_url("sqlite:///a.db") == "sqlite:///a.db"
+    assert masked("postgresql+psycopg2://u:secret@db:5432/x") == "postgresql+psycopg2://u:***@db:5432/x"
 
 
 # ----- bad input through the real command ----------------------------------------------------
@@ -132,17 +134,42 @@ def test_bad_input_is_one_line_exit_2_and_nothing_runs(zoo, tmp_path, args, word
     assert not (tmp_path / "exports").exists()
 
 
+def test_a_worker_process_maps_errors_to_exit_codes_like_the_command(tmp_path):
+    """`python -m zoo.sweep.worker` (what zoo sweep starts): a ZooError is one line and its exit code."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ZOO_SWEEP_STORAGE": f"sqlite:///{tmp_path / 'w.db'}"}
+    done = subprocess.run([sys.executable, "-m", "zoo.sweep.worker", "--study", "nope"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == ["Error: --study nope: no such study in this storage; "
+                                                "start it with `zoo sweep SPEC --set ...`"]
+
+
+def test_every_worker_stopping_with_trials_left_is_exit_11(tmp_path):
+    """Workers that cannot start (here: a Keras backend that does not exist) end the sweep with SweepError."""
+    env = {**sweep_env(tmp_path), "KERAS_BACKEND": "bogus"}
+    done = subprocess.run([sys.executable, "-m", "zoo", "sweep", str(DIGITS), "--set", "train.learning_rate=0.05,0.1",
+                           "--epochs", "1", "--workers", "2"], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 11, done.stdout + done.stderr
+    assert done.stdout.count(" exited with 2; its trial goes back to the others") == 2, done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: every worker stopped with 2 trial(s) unfinished"), lines
+    logs = list((tmp_path / "exports" / "sweeps").glob("*/logs/worker-*.log"))
+    assert len(logs) == 2 and all("KERAS_BACKEND='bogus'" in log.read_text() for log in logs)
+
+
 # ----- claims: no trial twice, even when workers race ---------------------------------------
 
 CLAIMER = """
 import json, sys
-from zoo.sweep import trials as sweep
-storage = sweep.connect(sys.argv[1])  # on SQLite a new file: every process creates Optuna's tables at once
-grid = sweep.plan(sys.argv[2], ["train.learning_rate=" + ",".join(str((i + 1) / 100) for i in range(int(sys.argv[3])))])
-(study, definition), created = sweep.open_study(storage, "race", grid, 10, log=lambda m: None)
+from zoo.sweep.grid import plan
+from zoo.sweep.study import claim_next, connect, open_study
+storage = connect(sys.argv[1])  # on SQLite a new file: every process creates Optuna's tables at once
+grid = plan(sys.argv[2], ["train.learning_rate=" + ",".join(str((i + 1) / 100) for i in range(int(sys.argv[3])))])
+(study, definition), created = open_study(storage, "race", grid, 10, log=lambda m: None)
 study_id = storage.get_study_id_from_name("race")
 got = []
-while (trial_id := sweep.claim_next(storage, study_id)) is not None:
+while (trial_id := claim_next(storage, study_id)) is not None:
     got.append(trial_id)
 print(json.dumps({"created": created, "claimed": got}))
 """
@@ -170,7 +197,7 @@ def race(url, processes=3, trials=40):
 
 def test_racing_workers_on_sqlite_enqueue_once_and_claim_each_trial_once(tmp_path):
     # Optuna's own SQLite storage hands some trials to two of these processes
-    # (pysqlite begins a transaction only at its first write); sweep.connect does not.
+    # (pysqlite begins a transaction only at its first write); zoo.sweep.study.connect does not.
     race(f"sqlite:///{tmp_path / 'race.db'}")
 
 
@@ -179,13 +206,13 @@ def test_a_worker_dead_right_after_its_claim_leaves_a_trial_that_is_retried(tmp_
     stale (claim_next beats before claiming) and is failed and enqueued again, rather than
     staying RUNNING forever with every other worker waiting on it."""
     url = f"sqlite:///{tmp_path / 'dead.db'}"
-    storage = sweep.connect(url, heartbeat=1)
-    grid = sweep.plan(DIGITS, ["train.learning_rate=0.1"])
-    (study, _), _ = sweep.open_study(storage, "dead", grid, 1, log=lambda m: None)
+    storage = connect(url, heartbeat=1)
+    grid = plan(DIGITS, ["train.learning_rate=0.1"])
+    (study, _), _ = open_study(storage, "dead", grid, 1, log=lambda m: None)
     study_id = storage.get_study_id_from_name("dead")
-    claimed = sweep.claim_next(storage, study_id)  # ... and this "worker" dies here
-    assert claimed is not None and sweep.claim_next(storage, study_id) is None
-    time.sleep(1 * sweep.GRACE_FACTOR + 1.5)  # past the grace period
+    claimed = claim_next(storage, study_id)  # ... and this "worker" dies here
+    assert claimed is not None and claim_next(storage, study_id) is None
+    time.sleep(1 * GRACE_FACTOR + 1.5)  # past the grace period
     optuna.storages.fail_stale_trials(study)  # what the next worker does first
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["FAIL", "WAITING"], trials
@@ -205,7 +232,7 @@ def run_sweep(tmp_path, *args, timeout=240):
 
 
 def trials_of(url, study):
-    return optuna.load_study(study_name=study, storage=sweep.connect(url)).get_trials(deepcopy=False)
+    return optuna.load_study(study_name=study, storage=connect(url)).get_trials(deepcopy=False)
 
 
 def completed_once(trials, expected_runs):
@@ -278,7 +305,7 @@ def kill_a_worker_mid_trial(proc, url, study, which=lambda spec: True, timeout=1
 def test_sqlite_sweep_with_two_workers_one_killed_mid_trial(tmp_path):
     """Every combination once, a diverging trial failed, a SIGKILLed worker's trial retried, the tables right."""
     grid = ["--set", "train.learning_rate=0.05,0.2,1e20", "--seeds", "0,1", "--epochs", "1"]
-    the_plan = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.2,1e20"], "0,1", fixed={"train.epochs": 1})
+    the_plan = plan(DIGITS, ["train.learning_rate=0.05,0.2,1e20"], "0,1", fixed={"train.epochs": 1})
     study, out = the_plan.default_study, tmp_path / "exports"
     folder = out / "sweeps" / study
     url = f"sqlite:///{folder / 'study.db'}"
@@ -325,6 +352,18 @@ def test_sqlite_sweep_with_two_workers_one_killed_mid_trial(tmp_path):
     assert fresh.returncode == 0, fresh.stderr
     assert fresh.stdout.count("(reused)") == 2 * 4  # progress lines and the table
     assert {p.run: (out / p.run / "model.keras").stat().st_mtime_ns for p in ok} == stamps
+
+    # a run edited by hand fails its provenance check: trained again, not reused
+    edited = next(p for p in ok if p.values["train.learning_rate"] == 0.05 and p.seed == 0)
+    metrics = json.loads((out / edited.run / "metrics.json").read_text())
+    metrics["test"]["accuracy"] = 1.0
+    (out / edited.run / "metrics.json").write_text(json.dumps(metrics))
+    third = run_sweep(tmp_path, "--set", "train.learning_rate=0.05", "--seeds", "0,1", "--epochs", "1",
+                      "--study", "edited")
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.count("(reused)") == 2  # the untouched seed's progress line and table row
+    assert (out / edited.run / "model.keras").stat().st_mtime_ns != stamps[edited.run]
+    assert json.loads((out / edited.run / "metrics.json").read_text())["test"]["accuracy"] < 1.0
 
 
 # ----- a real PostgreSQL --------------------------------------------------------------------
@@ -376,7 +415,7 @@ def test_racing_workers_on_postgresql_enqueue_once_and_claim_each_trial_once(pos
 
 @pytest.mark.slow
 def test_postgresql_sweep_with_two_workers(tmp_path, postgres):
-    the_plan = sweep.plan(DIGITS, ["train.learning_rate=0.05,0.2"], "0", fixed={"train.epochs": 1})
+    the_plan = plan(DIGITS, ["train.learning_rate=0.05,0.2"], "0", fixed={"train.epochs": 1})
     done = run_sweep(tmp_path, "--set", "train.learning_rate=0.05,0.2", "--epochs", "1", "--workers", "2",
                      "--storage", postgres, "--study", "pg")
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,0 +1,201 @@
+"""A sweep's worker: claim a trial, run it into an ordinary run folder, tell the study; again,
+until no trial is waiting or running.
+
+A trial is built, trained, exported and verified by `zoo.api.run`, as `zoo run` does; a
+run folder already trained, exported and verified from the very same spec (its provenance
+record intact) is reused instead. A diverging trial is told FAIL and the sweep goes on.
+
+`zoo sweep` starts workers as `python -m zoo.sweep.worker --study NAME ...` with the
+storage URL in $ZOO_SWEEP_STORAGE (not on the command line: it may hold a password); a
+job scheduler can start more, on any machine that reaches the storage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from zoo import api
+from zoo.core import console, files, provenance, runs, signals
+from zoo.core.backend import import_keras
+from zoo.core.contract import METRICS_FILE, MODEL_ONNX, SPEC_FILE, VERIFY_FILE
+from zoo.core.errors import ZooError
+from zoo.sweep.grid import SEED_KEY, combo_label
+from zoo.sweep.study import HEARTBEAT_SECONDS, Heartbeat, claim_next, connect, join_study, optuna, param, trials_in
+
+REUSED_FILES = (SPEC_FILE, METRICS_FILE, MODEL_ONNX, VERIFY_FILE)  # what a reused run must hold, as recorded
+
+
+def finished_run(run: Path, spec: dict) -> dict | None:
+    """metrics.json of a run trained from this very spec, exported and verified; else None.
+
+    Every file it relies on must be the one its provenance record names, and made from what
+    the record says (check_chain): a run edited by hand, or left half-made, is trained again.
+    """
+    try:
+        for name in REUSED_FILES:
+            provenance.check_chain(run, name)
+        if files.read_json(run / SPEC_FILE) != spec or files.read_json(run / VERIFY_FILE).get("status") != "passed":
+            return None
+        return files.read_json(run / METRICS_FILE)
+    except (ZooError, OSError):
+        return None
+
+
+def run_trial(spec: dict, out, *, data_dir=None, device=None, log=print) -> dict:
+    """Build, train, export and verify one trial's run, as `zoo run` does; reuse a finished one.
+
+    Returns {"metrics": metrics.json, "run": folder, "reused": bool}.
+    Raises the ZooError of the stage that failed (TrainingError when training diverged,
+    RunLockedError when another process works on the run).
+    """
+    run = runs.run_dir(spec["name"], out)
+    with runs.locked(run):  # not while another process is making it
+        metrics = finished_run(run, spec)
+    if metrics is not None:
+        log(f"{run}: already trained, exported and verified from this spec; reused")
+        return {"metrics": metrics, "run": str(run), "reused": True}
+    keras = import_keras()
+    try:
+        metrics = api.run(spec, out=out, data_dir=data_dir, device=device, log=log, quiet=True)["metrics"]
+    finally:
+        keras.backend.clear_session()  # a worker runs many trials: free each one's graphs
+    return {"metrics": metrics, "run": str(run), "reused": False}
+
+
+def _tell(study, trial, definition, result, error, seconds, log):
+    """Record a trial's outcome: its test metrics and run folder, or the error it failed with."""
+    trial.set_user_attr("zoo:seconds", seconds)
+    if error:
+        log(f"trial {trial.number} failed: {error}")
+        trial.set_user_attr("zoo:error", error)
+        study.tell(trial, state=optuna().trial.TrialState.FAIL)
+        return
+    metrics = result["metrics"]
+    trial.set_user_attr("zoo:run_dir", result["run"])
+    trial.set_user_attr("zoo:reused", result["reused"])
+    trial.set_user_attr("zoo:test", metrics["test"])
+    trial.set_user_attr("zoo:train_seconds", metrics.get("wall_seconds"))
+    value = metrics["test"][definition["metric"]]
+    study.tell(trial, values=value)
+    log(f"trial {trial.number}: {definition['metric']} {value:.4f} ({seconds:.1f}s)")
+
+
+def _needs_training(storage, study_id, out) -> bool:
+    """Whether a waiting trial has no finished run to reuse (a worker then loads Keras up front)."""
+    TrialState = optuna().trial.TrialState
+    waiting = trials_in(storage, study_id, TrialState.WAITING, TrialState.RUNNING)
+    return any(finished_run(runs.run_dir(t.user_attrs["zoo:run"], out), t.user_attrs["zoo:spec"]) is None
+               for t in waiting if "zoo:run" in t.user_attrs)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _run_claimed(study, trial_id, definition, *, out, data_dir, device, log) -> None:
+    """Run the trial this worker claimed and tell the study how it went; a trial's failure is the trial's."""
+    op = optuna()
+    trial = op.Trial(study, trial_id)
+    trial.set_user_attr("zoo:worker", worker_id())
+    for key in definition["keys"]:
+        trial.suggest_categorical(key, [param(v) for v in definition["choices"][key]])
+    trial.suggest_categorical(SEED_KEY, definition["seeds"])
+    spec = trial.user_attrs["zoo:spec"]
+    log(f"trial {trial.number}: {spec['name']} {combo_label(trial.params)}")
+    started = time.perf_counter()
+    result, error = None, None
+    try:
+        result = run_trial(spec, out, data_dir=data_dir, device=device, log=log)
+    except ZooError as e:
+        error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
+    except Exception as e:  # a bug: the sweep goes on, the log has the traceback
+        log(traceback.format_exc())
+        error = f"internal error {type(e).__name__}: {str(e)[:200]}"
+    try:
+        _tell(study, trial, definition, result, error, round(time.perf_counter() - started, 3), log)
+    except op.exceptions.UpdateFinishedTrialError:  # declared stale while we were busy (a lost database?)
+        log(f"trial {trial.number} was failed as stale before it finished; its retry reuses the run")
+
+
+def work(url: str, study_name: str, *, out=None, data_dir=None, device="cpu", heartbeat=HEARTBEAT_SECONDS,
+         log=print) -> int:
+    """One worker: run the study's trials until none is waiting or running. Returns trials run."""
+    op = optuna()
+    storage = connect(url, heartbeat=heartbeat)
+    study, definition = join_study(storage, study_name)
+    study_id = storage.get_study_id_from_name(study_name)
+    if _needs_training(storage, study_id, out):
+        import_keras()  # now, so that the first trial's time is the trial's, not TensorFlow's start
+    done = 0
+    while True:
+        with contextlib.suppress(op.exceptions.StorageInternalError):
+            op.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + a WAITING copy
+        trial_id = claim_next(storage, study_id)
+        if trial_id is None:
+            if not trials_in(storage, study_id, op.trial.TrialState.RUNNING):
+                return done
+            time.sleep(heartbeat)  # wait: a running trial may turn stale and come back
+            continue
+        with Heartbeat(storage, trial_id, heartbeat):
+            _run_claimed(study, trial_id, definition, out=out, data_dir=data_dir, device=device, log=log)
+        done += 1
+
+
+# ----- the worker process -----------------------------------------------------------------------
+
+def command(study_name: str, *, heartbeat: int, out, data_dir=None, device=None) -> list[str]:
+    """The command line that starts a worker of this study (its storage URL goes in $ZOO_SWEEP_STORAGE)."""
+    cmd = [sys.executable, "-m", "zoo.sweep.worker", "--study", study_name, "--heartbeat", str(heartbeat),
+           "--out", str(runs.runs_root(out).resolve())]
+    if data_dir:
+        cmd += ["--data-dir", str(Path(data_dir).resolve())]
+    return cmd + ["--device", device or "cpu"]
+
+
+def _parse(argv):
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m zoo.sweep.worker",
+                                description="Run the trials of a zoo sweep's study until none is left "
+                                            "(zoo sweep starts these; a job scheduler can start more).")
+    p.add_argument("--study", required=True, help="the study's name")
+    p.add_argument("--storage", default=os.environ.get("ZOO_SWEEP_STORAGE") or None, metavar="URL",
+                   help="the study's Optuna RDB storage [default: $ZOO_SWEEP_STORAGE]")
+    p.add_argument("--heartbeat", type=int, default=HEARTBEAT_SECONDS, help="seconds between a trial's heartbeats")
+    p.add_argument("--out", help="where the runs go [default: $ZOO_OUT, else exports]")
+    p.add_argument("--data-dir", help="the datasets' folder [default: $ZOO_DATA_DIR]")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    args = p.parse_args(argv)
+    if not args.storage:
+        p.error("give --storage URL or set $ZOO_SWEEP_STORAGE")
+    return args
+
+
+def main(argv=None) -> int:
+    """The worker process: exit 0 when no trial is left, else a ZooError's exit code, 130 or 143."""
+    signals.install()
+    if not os.environ.get("ZOO_DEBUG"):
+        import warnings
+
+        warnings.simplefilter("ignore")  # as the zoo command does: the log holds zoo's lines
+    args = _parse(argv)
+    try:
+        work(args.storage, args.study, out=args.out, data_dir=args.data_dir, device=args.device,
+             heartbeat=args.heartbeat)
+        return 0
+    except ZooError as e:
+        for line in str(e).splitlines() or [""]:
+            console.say(line)
+        return e.exit_code
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted): zoo sweep stopping its workers
+        return console.interrupted_exit(e)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
