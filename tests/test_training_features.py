@@ -112,7 +112,7 @@ def test_the_seeds_mnist_recipe_is_in_the_catalog():
 # ----- schedules ---------------------------------------------------------------------------------
 
 def test_schedules_give_the_right_rate_per_epoch():
-    from zoo.stages.train.trainer import learning_rate_at
+    from zoo.stages.train.recipe import learning_rate_at
 
     def train(schedule, lr=0.1, epochs=10):
         return validate(_spec(learning_rate=lr, epochs=epochs, schedule=schedule)).train

@@ -1,0 +1,188 @@
+"""The run's training files, and committing an epoch.
+
+Durability: after each epoch the checkpoint `checkpoints/epoch-NNNN.keras` is written
+(atomically), then `history.json`, which commits the epoch, then older checkpoints are
+pruned. On TensorFlow the EpochWriter does this on a thread, from a snapshot of the
+model, while the next epoch trains; the run waits for it before it ends, however it ends.
+Every file is recorded in the run's provenance.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+from zoo.core import provenance, signals
+from zoo.core.contract import CHECKPOINTS, HISTORY_FILE, METRICS_FILE, MODEL_KERAS, checkpoint_name
+from zoo.core.errors import TrainingError
+from zoo.spec import Spec
+from zoo.stages.train.recipe import compile_model
+
+KEEP_CHECKPOINTS = 2
+
+# ----- the run's files: one helper each ---------------------------------------------------------
+
+# Each is recorded in the run's provenance.json; `made_from` holds the digests of the
+# spec and the data ({"@spec": ..., "@data": ...}) that the training files come from.
+
+def write_model(run: Path, model, made_from: dict) -> Path:
+    """model.keras: the trained model (atomic). Removes everything made from an older one."""
+    with provenance.artefact(run, MODEL_KERAS, "train", extra=made_from) as tmp:
+        model.save(tmp)
+    return run / MODEL_KERAS
+
+
+def write_history(run: Path, history, made_from: dict) -> Path:
+    """history.json: one record per completed epoch; writing it commits the epoch."""
+    provenance.save_json(run, HISTORY_FILE, history, "train", extra=made_from)
+    return run / HISTORY_FILE
+
+
+def write_metrics(run: Path, metrics: dict) -> Path:
+    """metrics.json: the test metrics of model.keras, and how they were made."""
+    provenance.save_json(run, METRICS_FILE, metrics, "train", inputs=[MODEL_KERAS])
+    return run / METRICS_FILE
+
+
+def checkpoint_path(run: Path, epoch: int) -> Path:
+    return run / checkpoint_name(epoch)
+
+
+def write_checkpoint(run: Path, model, epoch: int, made_from: dict) -> None:
+    """checkpoints/epoch-NNNN.keras: the model and optimizer state after `epoch` (atomic)."""
+    with provenance.artefact(run, checkpoint_name(epoch), "train", extra=made_from) as tmp:
+        model.save(tmp)
+
+
+def commit_epoch(run: Path, model, epoch: int, history: list, made_from: dict, keep=()) -> None:
+    """The checkpoint of `epoch`, then history.json (which commits it), then pruning."""
+    write_checkpoint(run, model, epoch, made_from)
+    write_history(run, history, made_from)
+    prune_checkpoints(run, keep=keep)
+
+
+def prune_checkpoints(run: Path, keep=()) -> None:
+    """Keep the last KEEP_CHECKPOINTS checkpoints and those of the epochs in `keep`."""
+    kept = {checkpoint_path(run, e).name for e in keep}
+    for old in sorted((run / CHECKPOINTS).glob("epoch-*.keras"))[:-KEEP_CHECKPOINTS]:
+        if old.name not in kept:
+            provenance.invalidate(run, f"{CHECKPOINTS}/{old.name}")
+
+
+class EpochWriter:
+    """Commits epochs on a background thread while the next epoch trains.
+
+    model.save is ~15 ms of Python walking Keras's object graph, per epoch; TensorFlow
+    releases the GIL while an epoch's graph runs, so the write overlaps the next epoch.
+    What is saved is a snapshot: a clone of the model and its optimizer whose variables
+    are assigned from the live ones when the epoch ends. The order is the synchronous
+    one: checkpoint, then history.json (which commits the epoch), then pruning; commit()
+    first waits for the previous epoch's, and close() (in a finally) waits for the last,
+    so an interrupted or diverged run leaves every finished epoch committed and no
+    temporary file. A failure in the writer is raised in the training thread.
+    """
+
+    def __init__(self, model, spec: Spec, steps, run: Path, made_from: dict):
+        import keras
+
+        opt = model.optimizer
+        self.shadow = keras.models.clone_model(model)
+        compile_model(self.shadow, spec, steps, optimizer=type(opt).from_config(opt.get_config()))
+        self.shadow.optimizer.build(self.shadow.trainable_variables)
+        live = [*model.variables, *opt.variables]
+        copy = [*self.shadow.variables, *self.shadow.optimizer.variables]
+        if len(live) != len(copy) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(live, copy)):
+            raise TrainingError("internal: the checkpoint snapshot does not mirror the model")  # never seen
+        self.pairs = list(zip(live, copy))
+        self.run, self.made_from = run, made_from
+        self.thread, self.error = None, None
+        self._skipsets = None
+
+    @staticmethod
+    def make(model, spec: Spec, steps, run: Path, made_from: dict):
+        """An EpochWriter, or None where the model cannot be mirrored (then commit synchronously)."""
+        try:
+            return EpochWriter(model, spec, steps, run, made_from)
+        except Exception:
+            return None
+
+    def commit(self, epoch: int, history: list, keep=()) -> None:
+        import threading
+
+        # Ctrl-C / SIGTERM are held until the writer is started and recorded: an interrupt
+        # raised inside Thread.start() would leave a thread that close() cannot join (and a
+        # half-assigned snapshot).
+        with signals.held():
+            self.wait()
+            for live, copy in self.pairs:
+                copy.assign(live)
+            thread = threading.Thread(target=self._write, args=(epoch, list(history), tuple(keep)),
+                                      name=f"zoo-checkpoint-{epoch}")  # not a daemon: exit waits for it
+            thread.start()
+            self.thread = thread
+
+    def _write(self, epoch, history, keep):
+        try:
+            _lower_this_threads_priority()
+            self._skipsets = _seed_keras_saving_cache(self._skipsets)
+            commit_epoch(self.run, self.shadow, epoch, history, self.made_from, keep)
+        except BaseException as e:  # raised in the training thread by wait()
+            self.error = e
+
+    def wait(self) -> None:
+        if self.thread is not None:
+            # Ctrl-C / SIGTERM wait until the write is done: an interrupt raised out of join()
+            # would leave the writer running while the process unwinds and exits.
+            with signals.held():
+                self.thread.join()
+            self.thread = None
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    close = wait
+
+
+
+def _lower_this_threads_priority() -> None:
+    """Run the calling thread at the lowest CPU priority (nice 19; Linux only, where a thread
+    has its own). The checkpoint writer's ~15 ms of Python per epoch otherwise takes a core
+    from the epoch training beside it; at nice 19 it runs in the training's gaps, and when
+    the next epoch's commit waits for it, alone. Its files and their order are unchanged."""
+    if sys.platform.startswith("linux"):
+        import threading
+
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+# The kinds of object Keras's saving walks (keras.src.saving.saving_lib.get_attr_skipset)
+_SAVED_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
+
+
+def _seed_keras_saving_cache(skipsets):
+    """Work around a Keras 3 slip that costs ~60% of a small model's save.
+
+    For every object model.save walks, saving_lib.get_attr_skipset builds the set of
+    attributes to skip from freshly made reference objects (a Layer, an Optimizer, a
+    Metric...), and caches it under "saving_attr_skipset_<kind>" while it looks it up under
+    "saving_attr_skiplist_<kind>": the cache never hits (~14 ms of a 24 ms checkpoint of the
+    softmax model, on the thread that competes with training for the 2 cores). The sets
+    depend only on the kind, so they are built once and put where Keras looks, in the
+    calling thread's Keras state (it is thread-local). Returns the sets, for the next call;
+    where Keras differs from this, nothing is seeded and saving is merely slower.
+    """
+    try:
+        from keras.src.backend.common import global_state
+        from keras.src.saving import saving_lib
+
+        if skipsets is None:
+            skipsets = {kind: saving_lib.get_attr_skipset(kind) for kind in _SAVED_KINDS}
+        for kind, skipset in skipsets.items():
+            global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", skipset)
+    except Exception:
+        return {}
+    return skipsets
+
