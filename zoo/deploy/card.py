@@ -1,14 +1,21 @@
 """card.md: what the model is, its data, its metrics, and how to call the ONNX file.
 
-The Python, JavaScript (Node) and C++ snippets are whole programs that run as written in
+The Python, JavaScript (Node) and C++ programs are whole programs that run as written in
 the run folder: each reads test_data_set_0/input_0.pb, runs model.onnx and prints one
 line per example, `index class name probability` (classifiers) or `index value ...`
-(regression). tests/test_card_snippets.py runs all three on real exported models.
+(regression). tests/test_card_snippets.py runs all three on real exported models. Their
+text lives in zoo/deploy/assets/ as templates (card_predict.<language>.txt, with the part
+that differs between classifiers and regression in card_predict_<kind>.<language>.txt),
+filled from the contract. The "Serve it" section shows zoo serve, a curl request (the one
+zoo serve prints too), a tritonclient program and a stock Triton server.
 """
 
 from __future__ import annotations
 
 import json
+import string
+from importlib import resources
+from pathlib import Path
 
 from zoo.core import provenance
 from zoo.core.contract import (
@@ -19,14 +26,22 @@ from zoo.core.contract import (
     LABELED_OUTPUT,
     LOGITS,
     METRICS_FILE,
+    MODEL_KERAS,
     MODEL_ONNX,
     PREDICTIONS,
     PROBABILITIES,
+    SPEC_FILE,
     TEST_DATA_SET,
+    TRITON_DIR,
+    VERIFY_FILE,
     Contract,
+    test_data_name,
 )
+from zoo.deploy import triton
+from zoo.deploy.defaults import GRPC_PORT, HTTP_PORT, METRICS_PORT
 
-TEST_INPUT = f"{TEST_DATA_SET}/input_0.pb"
+TEST_INPUT = test_data_name("input", 0)
+TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the version nvidia-pytriton 0.7 bundles
 TESTED_WITH = ("zoo's test suite (tests/test_card_snippets.py) runs these three programs exactly as this "
                "card prints them, on a freshly exported classifier and regression model: the Python one with "
                "onnxruntime 1.31 (pip), the JavaScript one with Node 20 and onnxruntime-node 1.30 (npm, "
@@ -38,11 +53,13 @@ TESTED_WITH = ("zoo's test suite (tests/test_card_snippets.py) runs these three 
 
 def write_card(run, spec, metrics, opset) -> None:
     c = Contract.from_spec(spec)
-    from zoo.deploy.triton import card_section
-
-    parts = [_about(spec, c, metrics, opset), _python(c), _javascript(c), _cpp(c), _browser(c),
-             card_section(c, run), _tested()]  # card_section: "Serve it" (zoo serve, curl, tritonclient, Triton)
+    parts = [_about(spec, c, metrics, opset), _python(c), _javascript(c), _cpp(c), _browser(c), _serve(c, run),
+             _tested()]
     provenance.save_text(run, CARD_FILE, "\n".join(parts), "export", inputs=[MODEL_ONNX, METRICS_FILE])
+
+
+def _bare(name: str) -> str:
+    return Path(name).name
 
 
 def _shape(c: Contract) -> str:
@@ -66,89 +83,55 @@ def _about(spec, c: Contract, metrics, opset) -> str:
 - test metrics: {test}
 - ONNX: opset {opset}; input `{INPUT_NAME}` {[BATCH_DIM, *m.input_shape]} {m.input_dtype}, raw values (preprocessing is inside the graph); outputs {out_desc}
 {classes}
-Files: `model.onnx`, `model.keras`, `spec.json`, `metrics.json`, `verify.json`, and
-`{TEST_DATA_SET}/` (input_0.pb, output_0.pb, ...: TensorProtos to check any runtime).
+Files: `{MODEL_ONNX}`, `{MODEL_KERAS}`, `{SPEC_FILE}`, `{METRICS_FILE}`, `{VERIFY_FILE}`, and
+`{TEST_DATA_SET}/` ({_bare(TEST_INPUT)}, {_bare(test_data_name("output", 0))}, ...: TensorProtos to check any runtime).
 
-Each program below runs in this folder: it reads `{TEST_INPUT}`, runs `model.onnx` and
+Each program below runs in this folder: it reads `{TEST_INPUT}`, runs `{MODEL_ONNX}` and
 prints one line per example: {'`index class name probability`' if c.is_classifier else '`index value ...`'}.
 """
 
 
+def _asset(name: str) -> string.Template:
+    """A program template of zoo/deploy/assets/ (`$name` fills in a value, `$$` is a dollar sign)."""
+    text = resources.files("zoo.deploy.assets").joinpath(name).read_text(encoding="utf-8")
+    return string.Template(text.removesuffix("\n"))
+
+
+def _values(c: Contract) -> dict:
+    """What the programs' templates fill in, all from the contract."""
+    dtype = c.input_dtype
+    outs = list(c.outputs)
+    return {
+        "model_onnx": MODEL_ONNX, "test_input": TEST_INPUT, "input_name": INPUT_NAME, "input_dtype": dtype,
+        "shape": _shape(c), "classes": json.dumps(c.labels()), "labeled_output": LABELED_OUTPUT,
+        "logits_output": LOGITS, "probabilities_output": PROBABILITIES, "predictions_output": PREDICTIONS,
+        # a copy for float32: typed arrays need aligned bytes
+        "js_data": "new Uint8Array(raw)" if dtype == "uint8" else f"new {DTYPES[dtype]['js']}(new Uint8Array(raw).buffer)",
+        "ctype": DTYPES[dtype]["c"], "output_names": ", ".join(json.dumps(o) for o in outs), "output_count": len(outs),
+        "cpp_classes": ", ".join(json.dumps(n) for n in c.labels()), "class_count": len(c.labels()),
+        "labeled_index": outs.index(LABELED_OUTPUT) if c.is_classifier else 0, "output_width": c.output_widths[0],
+    }
+
+
+def program(c: Contract, language: str) -> str:
+    """The card's whole program in `language` ("py", "mjs" or "cpp") for this contract, as printed."""
+    values = _values(c)
+    body = _asset(f"card_predict_{'classifier' if c.is_classifier else 'regression'}.{language}.txt")
+    return _asset(f"card_predict.{language}.txt").substitute(values, body=body.substitute(values))
+
+
 def _python(c: Contract) -> str:
-    if c.is_classifier:
-        body = f"""classes = {json.dumps(c.labels())}
-session = ort.InferenceSession("{MODEL_ONNX}", providers=["CPUExecutionProvider"])
-x = numpy_helper.to_array(onnx.load_tensor("{TEST_INPUT}"))  # (n, {_shape(c)}) {c.input_dtype}, raw values
-logits, probabilities = session.run(["{LOGITS}", "{PROBABILITIES}"], {{"{INPUT_NAME}": x}})
-for i, p in enumerate(probabilities):
-    best = int(np.argmax(p))
-    print(i, best, classes[best], f"{{p[best]:.6f}}")"""
-    else:
-        body = f"""session = ort.InferenceSession("{MODEL_ONNX}", providers=["CPUExecutionProvider"])
-x = numpy_helper.to_array(onnx.load_tensor("{TEST_INPUT}"))  # (n, {_shape(c)}) {c.input_dtype}
-(predictions,) = session.run(["{PREDICTIONS}"], {{"{INPUT_NAME}": x}})
-for i, row in enumerate(predictions):
-    print(i, " ".join(f"{{v:.6f}}" for v in row))"""
     return f"""## Python (onnxruntime)
 
 `pip install onnxruntime onnx`, then `python predict.py`:
 
 ```python
-import numpy as np
-import onnx
-import onnxruntime as ort
-from onnx import numpy_helper
-
-{body}
+{program(c, "py")}
 ```
 """
 
 
-_JS_READ_TENSOR = """// An ONNX TensorProto: field 1 holds the dims, field 9 the raw little-endian values.
-function readTensor(path) {
-  const bytes = readFileSync(path);
-  let at = 0;
-  const varint = () => {
-    let value = 0, shift = 0, byte;
-    do { byte = bytes[at++]; value += (byte & 0x7f) * 2 ** shift; shift += 7; } while (byte & 0x80);
-    return value;
-  };
-  const dims = [];
-  let raw = null;
-  while (at < bytes.length) {
-    const key = varint(), field = Math.floor(key / 8), wire = key % 8;
-    if (wire === 0) { const v = varint(); if (field === 1) dims.push(v); }
-    else if (wire === 2) {
-      const end = varint() + at;
-      if (field === 1) while (at < end) dims.push(varint());
-      else if (field === 9) raw = bytes.subarray(at, end);
-      at = end;
-    } else if (wire === 5) at += 4;
-    else if (wire === 1) at += 8;
-    else throw new Error(`${path}: unexpected protobuf wire type ${wire}`);
-  }
-  return { dims, raw };
-}"""
-
-
 def _javascript(c: Contract) -> str:
-    dtype = c.input_dtype
-    typed = DTYPES[dtype]["js"]
-    data = ("new Uint8Array(raw)" if dtype == "uint8" else
-            f"new {typed}(new Uint8Array(raw).buffer)")  # a copy: typed arrays need aligned bytes
-    if c.is_classifier:
-        tail = f"""const classes = {json.dumps(c.labels())};
-const p = results.{LABELED_OUTPUT}.data, k = classes.length;
-for (let i = 0; i < dims[0]; i++) {{
-  const row = Array.from(p.subarray(i * k, (i + 1) * k));
-  const best = row.indexOf(Math.max(...row));
-  console.log(i, best, classes[best], row[best].toFixed(6));
-}}"""
-    else:
-        tail = """const y = results.predictions.data, k = y.length / dims[0];
-for (let i = 0; i < dims[0]; i++) {
-  console.log(i, Array.from(y.subarray(i * k, (i + 1) * k), (v) => v.toFixed(6)).join(" "));
-}"""
     return f"""## JavaScript (Node, onnxruntime-node)
 
 An ES module: save it as `predict.mjs` here, `npm install --ignore-scripts onnxruntime-node`
@@ -157,44 +140,12 @@ An ES module: save it as `predict.mjs` here, `npm install --ignore-scripts onnxr
 calls: `zoo export RUN --web` writes a page that does.
 
 ```js
-import * as ort from "onnxruntime-node";
-import {{ readFileSync }} from "node:fs";
-
-{_JS_READ_TENSOR}
-
-const {{ dims, raw }} = readTensor("{TEST_INPUT}");
-const x = new ort.Tensor("{dtype}", {data}, dims);  // (n, {_shape(c)}) raw values
-const session = await ort.InferenceSession.create("{MODEL_ONNX}");
-const results = await session.run({{ {INPUT_NAME}: x }});
-{tail}
+{program(c, "mjs")}
 ```
 """
 
 
 def _cpp(c: Contract) -> str:
-    ctype = DTYPES[c.input_dtype]["c"]
-    outs = list(c.outputs)
-    labeled = outs.index(LABELED_OUTPUT) if c.is_classifier else 0
-    if c.is_classifier:
-        names = ", ".join(json.dumps(n) for n in c.labels())
-        report = f"""  const char* classes[] = {{{names}}};
-  const size_t k = {len(c.labels())};
-  const float* p = outputs[{labeled}].GetTensorData<float>();
-  std::cout << std::fixed << std::setprecision(6);
-  for (int64_t i = 0; i < t.dims[0]; ++i) {{
-    const float* row = p + i * k;
-    size_t best = std::max_element(row, row + k) - row;
-    std::cout << i << " " << best << " " << classes[best] << " " << row[best] << "\\n";
-  }}"""
-    else:
-        report = f"""  const float* y = outputs[0].GetTensorData<float>();
-  const size_t k = {c.output_widths[0]};
-  std::cout << std::fixed << std::setprecision(6);
-  for (int64_t i = 0; i < t.dims[0]; ++i) {{
-    std::cout << i;
-    for (size_t j = 0; j < k; ++j) std::cout << " " << y[i * k + j];
-    std::cout << "\\n";
-  }}"""
     return f"""## C++ (onnxruntime C++ API)
 
 Save as `predict.cpp` here; with onnxruntime's headers and library installed (a release
@@ -202,76 +153,7 @@ archive, or Debian's `libonnxruntime-dev`):
 `g++ -std=c++17 -O2 predict.cpp -I/usr/include/onnxruntime -lonnxruntime -o predict && ./predict`
 
 ```cpp
-#include <onnxruntime_cxx_api.h>
-
-#include <algorithm>
-#include <cstdint>
-#include <cstring>
-#include <fstream>
-#include <iomanip>
-#include <iostream>
-#include <iterator>
-#include <stdexcept>
-#include <string>
-#include <vector>
-
-struct Tensor {{
-  std::vector<int64_t> dims;
-  std::string raw;
-}};
-
-// An ONNX TensorProto: field 1 holds the dims, field 9 the raw little-endian values.
-static Tensor read_tensor(const char* path) {{
-  std::ifstream file(path, std::ios::binary);
-  if (!file) throw std::runtime_error(std::string("cannot open ") + path);
-  const std::string b((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  size_t at = 0;
-  auto varint = [&]() {{
-    uint64_t value = 0;
-    for (int shift = 0;; shift += 7) {{
-      const uint8_t byte = static_cast<uint8_t>(b.at(at++));
-      value |= uint64_t(byte & 0x7f) << shift;
-      if (!(byte & 0x80)) return value;
-    }}
-  }};
-  Tensor t;
-  while (at < b.size()) {{
-    const uint64_t key = varint(), field = key >> 3, wire = key & 7;
-    if (wire == 0) {{
-      const uint64_t v = varint();
-      if (field == 1) t.dims.push_back(int64_t(v));
-    }} else if (wire == 2) {{
-      const size_t n = varint(), end = at + n;
-      if (field == 1) while (at < end) t.dims.push_back(int64_t(varint()));
-      else if (field == 9) t.raw = b.substr(at, n);
-      at = end;
-    }} else if (wire == 5) {{
-      at += 4;
-    }} else if (wire == 1) {{
-      at += 8;
-    }} else {{
-      throw std::runtime_error("unexpected protobuf wire type");
-    }}
-  }}
-  return t;
-}}
-
-int main() {{
-  const Tensor t = read_tensor("{TEST_INPUT}");
-  std::vector<{ctype}> x(t.raw.size() / sizeof({ctype}));  // (n, {_shape(c)}) raw values
-  std::memcpy(x.data(), t.raw.data(), t.raw.size());
-
-  Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "zoo");
-  Ort::Session session(env, "{MODEL_ONNX}", Ort::SessionOptions{{}});
-  auto memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
-  Ort::Value input = Ort::Value::CreateTensor<{ctype}>(memory, x.data(), x.size(), t.dims.data(), t.dims.size());
-  const char* input_names[] = {{"{INPUT_NAME}"}};
-  const char* output_names[] = {{{", ".join(json.dumps(o) for o in outs)}}};
-  auto outputs = session.Run(Ort::RunOptions{{nullptr}}, input_names, &input, 1, output_names, {len(outs)});
-
-{report}
-  return 0;
-}}
+{program(c, "cpp")}
 ```
 """
 
@@ -282,6 +164,60 @@ def _browser(c: Contract) -> str:
 `zoo export RUN --web` writes `web/` beside the model: a page that runs it with
 onnxruntime-web (WebAssembly){', draws or loads an image and shows the top classes' if c.is_classifier else ', with a form for the inputs'};
 `zoo web RUN` serves it on 127.0.0.1. Other pages call `window.zoo.predict(x)`.
+"""
+
+
+def curl_command(contract: Contract, host="localhost", port=HTTP_PORT) -> str:
+    """One inference request in the Open Inference Protocol's JSON, as a curl command (an all-zero example).
+
+    The card prints it, and so does zoo serve once it is up.
+    """
+    shape = [1, *contract.input_shape]
+    zeros = ", ".join(["0"] * contract.example_size)
+    return (f"curl -s {host}:{port}/v2/models/{contract.name}/infer -H 'Content-Type: application/json' "
+            f"-d '{{\"inputs\": [{{\"name\": \"{INPUT_NAME}\", \"shape\": {shape}, "
+            f"\"datatype\": \"{contract.oip_dtype(INPUT_NAME)}\", \"data\": [{zeros}]}}]}}'")
+
+
+def _serve(c: Contract, run=None) -> str:
+    """The "Serve it" section: zoo serve, curl, tritonclient, and a stock Triton server."""
+    run_arg = f"exports/{c.name}" if run is None else f"exports/{Path(run).name}"
+    shape = [1, *c.input_shape]
+    dtype = c.oip_dtype(INPUT_NAME)
+    client = _asset("card_serve_client.py.txt").substitute(
+        http_port=HTTP_PORT, shape_tuple=tuple(shape), input_dtype=c.input_dtype, input_name=INPUT_NAME,
+        oip_dtype=dtype, name=c.name, last_output=c.outputs[-1])
+    ports = " ".join(f"-p {p}:{p}" for p in (HTTP_PORT, GRPC_PORT, METRICS_PORT))
+    return f"""
+## Serve it (Triton, Open Inference Protocol)
+
+`zoo serve` runs a real Triton Inference Server through PyTriton (`pip install -e '.[serve]'`
+and `pip install --no-deps 'nvidia-pytriton==0.7.0'`), with REST on port {HTTP_PORT}, gRPC
+on {GRPC_PORT} and Prometheus metrics on {METRICS_PORT}:
+
+```bash
+zoo serve {run_arg}
+```
+
+One request in the protocol's JSON (`{INPUT_NAME}` is {dtype} {shape}, raw values, row-major):
+
+```bash
+{curl_command(c)}
+```
+
+The same with `tritonclient` (`pip install 'tritonclient[http]'`):
+
+```python
+{client}
+```
+
+On a stock Triton server: `zoo export {run_arg} --triton` writes a model repository
+(`{run_arg}/{TRITON_DIR}/{c.name}/{triton.CONFIG}`, `{triton.VERSION}/{triton.MODEL_FILE}`, `{triton.LABELS}`; give `--triton REPO` to
+share one repository between runs), which Triton's onnxruntime backend serves as it is:
+
+```bash
+docker run --rm {ports} -v "$PWD/{run_arg}/{TRITON_DIR}:/models" {TRITON_IMAGE} tritonserver --model-repository=/models
+```
 """
 
 

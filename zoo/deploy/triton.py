@@ -1,4 +1,4 @@
-"""A Triton model repository from an exported run, and the card's "Serve it" section.
+"""A Triton model repository from an exported run.
 
 `write_repository` turns a run's model.onnx into the layout Triton Inference Server loads:
 
@@ -7,8 +7,8 @@
     REPO/<name>/1/model.onnx      the exported model, version 1
 
 Several runs can share one REPO (one folder per model name). Every file is written to a
-temporary name and renamed into place (zoo.runs), config.pbtxt last, and nothing is
-written through a symlink. The names, dtypes and dims all come from zoo.contract.
+temporary name and renamed into place (zoo.core.files), config.pbtxt last, and nothing is
+written through a symlink. The names, dtypes and dims all come from zoo.core.contract.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from zoo.core import files, provenance, runs
 from zoo.core.contract import INPUT_NAME, LABELED_OUTPUT, MODEL_ONNX, Contract
-from zoo.core.errors import UsageError, ZooError
+from zoo.core.errors import UsageError
 
 PLATFORM = "onnxruntime_onnx"  # Triton's onnxruntime backend
 CONFIG = "config.pbtxt"
@@ -30,19 +30,7 @@ MODEL_FILE = MODEL_ONNX
 PYTHON_MODEL_FILE = "model.py"  # what Triton's Python backend imports from a version folder
 MAX_BATCH_SIZE = 64  # the largest batch Triton forms or accepts; a request over it gets a 400
 QUEUE_DELAY_US = 200  # how long the dynamic batcher may hold a request to batch it with others
-HTTP_PORT, GRPC_PORT, METRICS_PORT = 8000, 8001, 8002  # Triton's defaults
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the version nvidia-pytriton 0.7 bundles
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what Triton (and PyTriton) accept as a model name
-
-
-def onnx_is_current(run) -> bool:
-    """Whether the run's model.onnx is the export of its current model.keras (provenance.json):
-    then adding a repository or a page needs no new export."""
-    try:
-        provenance.check_chain(Path(run), MODEL_FILE)
-    except ZooError:
-        return False
-    return True
 
 
 def config_text(contract: Contract, *, max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US,
@@ -50,7 +38,8 @@ def config_text(contract: Contract, *, max_batch_size=MAX_BATCH_SIZE, queue_dela
     """config.pbtxt for one model: every input and output with its Triton dtype and dims (no batch axis).
 
     Triton's onnxruntime backend runs it (`platform`), or with `backend="python"` the Python
-    backend runs zoo.triton_backend beside the ONNX file (what zoo serve does).
+    backend runs the model.py asset (zoo/deploy/assets/triton_model.py) beside the ONNX file
+    (what zoo serve does).
     """
     if max_batch_size < 1:  # Triton's dynamic batcher needs max_batch_size > 0
         raise UsageError(f"max_batch_size must be at least 1; received {max_batch_size}")
@@ -83,7 +72,7 @@ def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_de
     """Put one exported model into the Triton model repository `repo`; return its model folder.
 
     By default for Triton's onnxruntime backend. With `backend="python"` (zoo serve) the
-    version folder also holds model.py, zoo.triton_backend, which runs model.onnx with
+    version folder also holds model.py (zoo/deploy/assets/triton_model.py), which runs model.onnx with
     onnxruntime in the Python backend. `contract` overrides the one read from the ONNX file
     (zoo serve renames a model to its repository folder's name).
 
@@ -117,61 +106,3 @@ def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_de
     if runs.is_run(run) and repo.resolve().is_relative_to(run.resolve()):  # the run's own triton/: provenance too
         provenance.record_folder(run, repo.resolve().relative_to(run.resolve()).as_posix(), "export", inputs=[MODEL_FILE])
     return model_dir
-
-
-def curl_command(contract: Contract, host="localhost", port=HTTP_PORT) -> str:
-    """One inference request in the Open Inference Protocol's JSON, as a curl command (an all-zero example)."""
-    shape = [1, *contract.input_shape]
-    zeros = ", ".join(["0"] * contract.example_size)
-    return (f"curl -s {host}:{port}/v2/models/{contract.name}/infer -H 'Content-Type: application/json' "
-            f"-d '{{\"inputs\": [{{\"name\": \"{INPUT_NAME}\", \"shape\": {shape}, "
-            f"\"datatype\": \"{contract.oip_dtype(INPUT_NAME)}\", \"data\": [{zeros}]}}]}}'")
-
-
-def card_section(contract: Contract, run=None) -> str:
-    """The model card's "Serve it" section: zoo serve, curl, tritonclient, and a stock Triton server."""
-    name = contract.name
-    run_arg = f"exports/{name}" if run is None else f"exports/{Path(run).name}"
-    shape = [1, *contract.input_shape]
-    dtype = contract.oip_dtype(INPUT_NAME)
-    np_dtype = f"np.{contract.input_dtype}"
-    last = contract.outputs[-1]
-    return f"""
-## Serve it (Triton, Open Inference Protocol)
-
-`zoo serve` runs a real Triton Inference Server through PyTriton (`pip install -e '.[serve]'`
-and `pip install --no-deps 'nvidia-pytriton==0.7.0'`), with REST on port {HTTP_PORT}, gRPC
-on {GRPC_PORT} and Prometheus metrics on {METRICS_PORT}:
-
-```bash
-zoo serve {run_arg}
-```
-
-One request in the protocol's JSON (`{INPUT_NAME}` is {dtype} {shape}, raw values, row-major):
-
-```bash
-{curl_command(contract)}
-```
-
-The same with `tritonclient` (`pip install 'tritonclient[http]'`):
-
-```python
-import numpy as np
-import tritonclient.http as httpclient
-
-client = httpclient.InferenceServerClient("localhost:{HTTP_PORT}")
-x = np.zeros({tuple(shape)}, dtype={np_dtype})
-inp = httpclient.InferInput("{INPUT_NAME}", list(x.shape), "{dtype}")
-inp.set_data_from_numpy(x)
-result = client.infer("{name}", [inp])
-print(result.as_numpy("{last}"))
-```
-
-On a stock Triton server: `zoo export {run_arg} --triton` writes a model repository
-(`{run_arg}/triton/{name}/config.pbtxt`, `1/model.onnx`, `labels.txt`; give `--triton REPO` to
-share one repository between runs), which Triton's onnxruntime backend serves as it is:
-
-```bash
-docker run --rm -p {HTTP_PORT}:{HTTP_PORT} -p {GRPC_PORT}:{GRPC_PORT} -p {METRICS_PORT}:{METRICS_PORT} -v "$PWD/{run_arg}/triton:/models" {TRITON_IMAGE} tritonserver --model-repository=/models
-```
-"""

@@ -3,7 +3,7 @@
 `zoo serve` copies this file to `<repo>/<name>/1/model.py` beside the run's `model.onnx`
 and a config.pbtxt with `backend: "python"`; Triton's Python backend imports it in its
 stub process (one per model instance), never zoo. It reads the tensor names from the
-model's configuration (which zoo.triton generated from zoo.contract), so nothing here
+model's configuration (which zoo.deploy.triton generated from zoo.core.contract), so nothing here
 spells them. Triton has already checked every request against that configuration
 (name, datatype, shape, batch size) before `execute` sees it.
 
@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
-MODEL_FILE = "model.onnx"  # = zoo.triton.MODEL_FILE; this file imports nothing of zoo's
+MODEL_FILE = "model.onnx"  # = zoo.deploy.triton.MODEL_FILE; this file imports nothing of zoo's
 # The stub bundled with nvidia-pytriton 0.7 predates NumPy 2: its NumPy conversions (as_numpy,
 # Tensor(name, array)) see 0-byte dtypes under NumPy 2. DLPack needs no NumPy ABI.
 NUMPY_2 = int(np.__version__.split(".")[0]) >= 2
