@@ -9,7 +9,7 @@ is found the page loads a pinned CDN release, every file checked against a hash,
 the command says so. Local files given but unusable are an error, never a silent CDN.
 
 `serve(run)` serves `run/web/` on 127.0.0.1 with the standard library's http.server.
-The page's API is `window.zoo = {ready, predict(input)}` (see zoo/web_assets/zoo.js).
+The page's API is `window.zoo = {ready, predict(input)}` (see zoo/deploy/assets/web/zoo.js).
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from zoo.core import provenance
-from zoo.core.contract import META_METRICS, META_SPEC, MODEL_ONNX, TEST_DATA_SET, Contract
+from zoo.core.arrays import read_tensor_proto
+from zoo.core.contract import META_METRICS, META_SPEC, MODEL_ONNX, TEST_DATA_SET, WEB_DIR, Contract, test_data_name
 from zoo.core.errors import UsageError
+from zoo.deploy.defaults import WEB_PORT
 
 ORT_WEB_VERSION = "1.30.0"
 ORT_MODULE = "ort.wasm.bundle.min.mjs"  # the WebAssembly build with its loader bundled in: 2 files in all
@@ -41,7 +43,7 @@ ORT_INTEGRITY = {
 }
 ORT_ENV = "ZOO_ORT_WEB"
 PAGE_FILES = ("index.html", "zoo.js", "style.css")
-WEB = "web"
+WEB = WEB_DIR
 DIGIT_DATASETS = ("mnist", "digits")  # drawn digits are scaled into a box and centred by mass, as MNIST was
 DIGITS = [str(i) for i in range(10)]  # a model whose classes are these reads digits too (an npz of MNIST, say)
 
@@ -89,24 +91,15 @@ def _ort_version(dist: Path) -> str:
     return "unknown"
 
 
-def _read_tensor(path: Path) -> np.ndarray:
-    import onnx
-    from onnx import numpy_helper
-
-    tensor = onnx.TensorProto()
-    tensor.ParseFromString(path.read_bytes())
-    return numpy_helper.to_array(tensor)
-
-
 def _examples(run: Path, contract: Contract) -> dict | None:
-    folder = run / TEST_DATA_SET
-    if not (folder / "input_0.pb").is_file():
+    """test_data_set_0's input and expected outputs for the page's example grid; None where there is none."""
+    if not (run / test_data_name("input", 0)).is_file():
         return None
-    x = _read_tensor(folder / "input_0.pb")
+    x = read_tensor_proto(run / test_data_name("input", 0))
     expected = {}
     for i, name in enumerate(contract.outputs):
-        if (folder / f"output_{i}.pb").is_file():
-            expected[name] = _read_tensor(folder / f"output_{i}.pb").reshape(len(x), -1).tolist()
+        if (run / test_data_name("output", i)).is_file():
+            expected[name] = read_tensor_proto(run / test_data_name("output", i)).reshape(len(x), -1).tolist()
     return {"count": int(len(x)), "shape": list(x.shape), "dtype": str(x.dtype),
             "input_base64": base64.b64encode(np.ascontiguousarray(x).tobytes()).decode("ascii"),
             "expected": expected}
@@ -177,7 +170,7 @@ def write_web(run: Path, *, ort_web=None, log=print) -> Path:
         for p in [tmp, *tmp.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         _swap_in(tmp, target)
-        provenance.record_folder(run, WEB, "export", inputs=["model.onnx"])
+        provenance.record_folder(run, WEB, "export", inputs=[MODEL_ONNX])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -219,7 +212,7 @@ def web_folder(run: Path) -> Path:
     return folder
 
 
-def make_server(run: Path, port: int = 8000) -> http.server.ThreadingHTTPServer:
+def make_server(run: Path, port: int = WEB_PORT) -> http.server.ThreadingHTTPServer:
     """An HTTP server for run/web/ on 127.0.0.1 (port 0: any free port); the caller serves and closes it."""
     folder = web_folder(run)
     handler = lambda *a, **k: _Handler(*a, directory=str(folder), **k)  # noqa: E731
@@ -229,7 +222,7 @@ def make_server(run: Path, port: int = 8000) -> http.server.ThreadingHTTPServer:
         raise UsageError(f"cannot listen on 127.0.0.1:{port} ({e.strerror}); choose another --port") from None
 
 
-def serve(run: Path, port: int = 8000, log=print) -> None:
+def serve(run: Path, port: int = WEB_PORT, log=print) -> None:
     """Serve run/web/ until interrupted."""
     server = make_server(run, port)
     log(f"serving {web_folder(run)} at http://127.0.0.1:{server.server_address[1]}/ (Ctrl-C stops)")
