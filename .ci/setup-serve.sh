@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # zoo serve's parts. nvidia-pytriton 0.7 (bundles Triton 2.51) is installed without its
 # dependencies because it declares numpy<2 while zoo needs numpy>=2; its real runtime
-# dependencies are in the `serve` extra, and zoo.triton_backend works around the stub's NumPy-1 ABI.
+# dependencies are in the `serve` extra, and zoo/deploy/assets/triton_model.py works around the stub's NumPy-1 ABI.
 # Its wheel is Linux x86_64 only. nginx goes in front of Triton's REST port to limit request
 # bodies (Triton 2.51 dies on one of ~4 MiB), with njs for 400s. Idempotent; assumes `apt-get update` ran.
 set -euo pipefail

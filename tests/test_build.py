@@ -1,8 +1,8 @@
 """zoo.stages.build: spec -> keras.Model, the run folder it starts, and safe loading."""
 
 import pytest
-
 from conftest import SPECS, catalog_specs, spec_dict
+
 from zoo.core import contract, provenance, runs
 from zoo.core.errors import UsageError
 

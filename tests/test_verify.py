@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import SPECS
+
 from zoo.core import contract, provenance, runs
 from zoo.core.errors import ProvenanceError, VerificationError
 

@@ -16,7 +16,7 @@ import os
 import sys
 
 from zoo.core import signals
-from zoo.core.console import interrupted_exit, say, stdout_error_exit  # noqa: F401  (say: for callers)
+from zoo.core.console import interrupted_exit, stdout_error_exit
 
 
 def quiet_warnings() -> None:

@@ -7,54 +7,18 @@ Every `ZooError` becomes one line on stderr and its exit code (see errors.EXIT_C
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import sys
 
 import click
 
-from zoo._entry import interrupted_exit, say, stdout_error_exit
-from zoo.core import files, provenance, runs
-from zoo.core.contract import MODEL_ONNX
-from zoo.core.errors import ENVIRONMENT_ERRNOS, EXIT_CODES, UsageError, ZooError, io_error
+from zoo.core import files, runs
+from zoo.core.console import handled
+from zoo.core.errors import EXIT_CODES, UsageError
 from zoo.core.version import __version__
+from zoo.deploy.defaults import GRPC_PORT, HOST, HTTP_PORT, INSTANCES, METRICS_PORT, WEB_PORT
 from zoo.spec import load_spec
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-def _fail(message, code):
-    for line in str(message).splitlines() or [""]:  # a spec's problems: one line each
-        say(line)
-    sys.exit(code)
-
-
-def handled(fn):
-    """Turn library errors into one line and an exit code; never a traceback for them."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ZooError as e:
-            _fail(str(e), e.exit_code)
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
-            sys.exit(interrupted_exit(e))
-        except MemoryError:
-            _fail("out of memory; lower --batch-size or use data.limit", 1)
-        except OSError as e:
-            if e.filename is None:  # not a file of zoo's (those are wrapped where they are written): stdout
-                sys.exit(stdout_error_exit(e))
-            _fail(str(io_error(e.filename, e, "read or write")), 9 if e.errno in ENVIRONMENT_ERRNOS else 2)
-        except Exception as e:  # a bug in zoo: say so in one line, traceback on request
-            if os.environ.get("ZOO_DEBUG"):
-                raise
-            first = (str(e).splitlines() or [""])[0][:300]
-            _fail(f"internal error {type(e).__name__}: {first} (a bug in zoo: rerun with ZOO_DEBUG=1 "
-                  f"for the traceback and report it)", 1)
-
-    return wrapper
 
 
 @click.group(context_settings=CONTEXT, epilog="Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()))
@@ -151,10 +115,11 @@ def build(spec_file, out, show):
     from zoo import api
     from zoo.spec import dumps
 
+    spec = api.load_spec(spec_file)
     if show:
-        click.echo(dumps(api.load_spec(spec_file)), nl=False)
-    built = api.build(spec_file, out=out)
-    click.echo(f"{built.run.name} ({api.load_spec(built.run / 'spec.json').model.kind})")
+        click.echo(dumps(spec), nl=False)
+    built = api.build(spec, out=out)
+    click.echo(f"{built.run.name} ({spec.model.kind})")
     click.echo(f"  {'layer':<14} {'type':<12} {'output shape':<18} {'params':>9}")
     for r in built.summary:
         click.echo(f"  {r['name']:<14} {r['type']:<12} {str(tuple(r['output_shape'])):<18} {r['params']:>9,}")
@@ -237,26 +202,10 @@ def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, triton_repo
       zoo export exports/digits-softmax --onnx
       zoo export exports/digits-softmax --web --triton
     """
-    if not onnx and not web and triton_repo is None:
-        raise UsageError("nothing to export: give --onnx, --web and/or --triton")
-    if ort_web and not web:
-        raise UsageError("--ort-web only says where the page's onnxruntime-web comes from: add --web")
     from zoo import api
-    from zoo.deploy import triton
 
-    run = runs.find_run(target, out)
-    extra = web or triton_repo is not None
-    if onnx and (not extra or opset is not None or not provenance.onnx_is_current(run)):
-        api.export(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=not no_verify, log=click.echo)
-    if extra:
-        with runs.locked(run, create=False):
-            if web:
-                from zoo.deploy.web import write_web
-
-                write_web(run, ort_web=ort_web, log=click.echo)
-            if triton_repo is not None:
-                folder = triton.write_repository(run / MODEL_ONNX, triton_repo or run / "triton")
-                click.echo(f"wrote Triton model {folder}")
+    api.export(runs.find_run(target, out), out=out, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir,
+               verify=not no_verify, onnx=onnx, web=web, ort_web=ort_web, triton=triton_repo, log=click.echo)
 
 
 @main.command()
@@ -321,7 +270,7 @@ def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, qui
 
 @main.command()
 @click.argument("target", metavar="[RUN]", required=False)
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=WEB_PORT, show_default=True,
               help="Port on 127.0.0.1 (0: any free port).")
 @out_option
 @handled
@@ -355,10 +304,9 @@ def web(target, port, out):
               help="Seconds between a running trial's heartbeats (set by the process that creates the study); "
                    "a trial silent for 3 of them is retried by another worker.")
 @click.option("--status", "show_status", is_flag=True, help="Show a sweep's progress and results so far, then exit.")
-@click.option("--worker", is_flag=True, hidden=True, help="Run trials of --study until none is left (spawned by zoo sweep).")
 @train_options
 @handled
-def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbeat, show_status, worker,
+def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbeat, show_status,
           epochs, batch_size, learning_rate, seed, device, backend, quiet, data_dir, out):
     """Train a grid of spec overrides x seeds as trials of an Optuna study.
 
@@ -373,20 +321,11 @@ def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbea
     """
     from zoo import sweep as sweeps
 
-    if seed is not None and seeds is not None:
-        raise UsageError("give either --seed or --seeds")
-    seeds = seeds if seeds is not None else (None if seed is None else str(seed))
+    seeds = sweeps.choose_seeds(seeds, seed)
     fixed = {"train.epochs": epochs, "train.batch_size": batch_size, "train.learning_rate": learning_rate}
-    if worker:
-        if not (storage and study_name):
-            raise UsageError("--worker needs --storage (or $ZOO_SWEEP_STORAGE) and --study")
-        sweeps.work(storage, study_name, out=out, data_dir=data_dir, device=device, heartbeat=heartbeat, log=click.echo)
-    elif show_status:
-        if study_name is None and spec_file is not None:
-            study_name = sweeps.plan(spec_file, sets, seeds, fixed, metric).default_study
-        sweeps.status(storage, study_name, out, echo=click.echo)
-    elif spec_file is None:
-        raise UsageError("give a SPEC to sweep (or --status to show the sweeps so far)")
+    if show_status:
+        sweeps.status(storage, study_name, out, spec=spec_file, sets=sets, seeds=seeds, fixed=fixed, metric=metric,
+                      echo=click.echo)
     else:
         sweeps.sweep(spec_file, sets, seeds, fixed=fixed, metric=metric, workers=workers, storage_url=storage,
                      study_name=study_name, out=out, data_dir=data_dir, device=device, backend=backend,
@@ -397,11 +336,11 @@ def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbea
 
 @main.command()
 @click.argument("targets", metavar="RUN|REPO...", nargs=-1)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", type=int, default=8000, show_default=True, help="REST (HTTP) port.")
-@click.option("--grpc-port", type=int, default=8001, show_default=True, help="gRPC port.")
-@click.option("--metrics-port", type=int, default=8002, show_default=True, help="Prometheus metrics port.")
-@click.option("--instances", type=click.IntRange(1, 16), default=2, show_default=True,
+@click.option("--host", default=HOST, show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=int, default=HTTP_PORT, show_default=True, help="REST (HTTP) port.")
+@click.option("--grpc-port", type=int, default=GRPC_PORT, show_default=True, help="gRPC port.")
+@click.option("--metrics-port", type=int, default=METRICS_PORT, show_default=True, help="Prometheus metrics port.")
+@click.option("--instances", type=click.IntRange(1, 16), default=INSTANCES, show_default=True,
               help="Model instances per model (batches in flight at once).")
 @click.option("--verbose", is_flag=True, help="Show Triton's own log.")
 @handled

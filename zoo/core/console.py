@@ -5,10 +5,11 @@ Only the standard library is imported here.
 """
 
 import errno
+import functools
 import os
 import sys
 
-from zoo.core.errors import Interrupted
+from zoo.core.errors import ENVIRONMENT_ERRNOS, EnvironmentProblem, Interrupted, ZooError, io_error
 
 
 def say(message: str) -> None:
@@ -52,3 +53,54 @@ def detach_stdout() -> None:
         os.close(devnull)
     except OSError:
         pass
+
+
+def say_each(message) -> None:
+    """Every line of a message as its own `Error:` line (a spec's problems: one line each)."""
+    for line in str(message).splitlines() or [""]:
+        say(line)
+
+
+def exit_code(fn, *args, tracebacks=False, **kwargs) -> int:
+    """Run fn; 0, or the exit code of what stopped it, having said it in one line.
+
+    A ZooError is the user's to fix (its own code); Ctrl-C and SIGTERM are 130 and 143; out
+    of memory and a failed file operation are the environment's; a failed write to stdout
+    is 141 or 9. Anything else is a bug in zoo: one line and exit 1, or the traceback with
+    ZOO_DEBUG=1 (or `tracebacks`, for a log file).
+    """
+    try:
+        fn(*args, **kwargs)
+        return 0
+    except ZooError as e:
+        say_each(e)
+        return e.exit_code
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
+        return interrupted_exit(e)
+    except MemoryError:  # the machine's limit, not a bug
+        say("out of memory; lower --batch-size or use data.limit")
+        return EnvironmentProblem.exit_code
+    except OSError as e:
+        if e.filename is None:  # not a file of zoo's (those are wrapped where they are written): stdout
+            return stdout_error_exit(e)
+        say(io_error(e.filename, e, "read or write"))
+        return 9 if e.errno in ENVIRONMENT_ERRNOS else 2
+    except Exception as e:  # a bug in zoo: say so in one line, traceback on request
+        if tracebacks or os.environ.get("ZOO_DEBUG"):
+            raise
+        first = (str(e).splitlines() or [""])[0][:300]
+        say(f"internal error {type(e).__name__}: {first} (a bug in zoo: rerun with ZOO_DEBUG=1 for the traceback "
+            f"and report it)")
+        return 1
+
+
+def handled(fn):
+    """A command that exits with exit_code(fn): never a traceback for an error of the user's."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        code = exit_code(fn, *args, **kwargs)
+        if code:
+            sys.exit(code)
+
+    return wrapper

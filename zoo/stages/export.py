@@ -206,26 +206,23 @@ def _parse(argv):
 
 def main(argv=None) -> int:
     """The child's entry point: export_run, then verify_run, on TensorFlow. Returns the exit code."""
-    from zoo.core import backend, console, runs, signals
-    from zoo.core.errors import ZooError
+    from zoo.core import console, signals
 
     signals.install()
-    args = _parse(argv)
-    try:
-        backend.import_keras("tensorflow")
-        from zoo.stages.verify import verify_run
+    return console.exit_code(_export_and_verify, _parse(argv))
 
-        with runs.adopted(args.run, args.lock_fd):
-            spec = trained_spec(args.run)
-            model = export_run(spec, args.run, opset=args.opset)
-            if not args.no_verify:
-                verify_run(spec, args.run, model=model, atol=args.atol, rtol=args.rtol, data_dir=args.data_dir)
-        return 0
-    except ZooError as e:
-        console.say(str(e))
-        return e.exit_code
-    except KeyboardInterrupt as e:
-        return console.interrupted_exit(e)
+
+def _export_and_verify(args) -> None:
+    from zoo.core import backend, runs
+
+    backend.import_keras("tensorflow")
+    from zoo.stages.verify import verify_run
+
+    with runs.adopted(args.run, args.lock_fd):
+        spec = trained_spec(args.run)
+        model = export_run(spec, args.run, opset=args.opset)
+        if not args.no_verify:
+            verify_run(spec, args.run, model=model, atol=args.atol, rtol=args.rtol, data_dir=args.data_dir)
 
 
 if __name__ == "__main__":

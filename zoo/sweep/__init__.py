@@ -15,8 +15,8 @@ A sweep goes:
 The worker module is not imported here: `python -m zoo.sweep.worker` runs it as __main__.
 """
 
-from zoo.sweep.grid import Plan, Point, parse_seeds, parse_set, plan
+from zoo.sweep.grid import Plan, Point, choose_seeds, parse_seeds, parse_set, plan
 from zoo.sweep.monitor import SweepInterrupted, sweep
 from zoo.sweep.report import results, status
 
-__all__ = ["Plan", "Point", "SweepInterrupted", "parse_seeds", "parse_set", "plan", "results", "status", "sweep"]
+__all__ = ["Plan", "Point", "SweepInterrupted", "choose_seeds", "parse_seeds", "parse_set", "plan", "results", "status", "sweep"]

@@ -65,6 +65,13 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
+def choose_seeds(seeds: str | None, seed: int | None) -> str | None:
+    """--seeds S1,S2 or --seed S (the train option every command has), never both."""
+    if seed is not None and seeds is not None:
+        raise UsageError("give either --seed or --seeds")
+    return seeds if seeds is not None else (None if seed is None else str(seed))
+
+
 def combo_label(values: dict) -> str:
     return " ".join(f"{k}={json.dumps(v)}" for k, v in values.items()) or "(spec as is)"
 

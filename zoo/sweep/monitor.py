@@ -60,6 +60,8 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     worker stopped with trials unfinished; TrainingError (exit 4) when every trial failed;
     SweepInterrupted (130, 143) on Ctrl-C or SIGTERM.
     """
+    if spec_file is None:
+        raise UsageError("give a SPEC to sweep (or --status to show the sweeps so far)")
     the_plan = plan(spec_file, sets, seeds, fixed, metric)
     name = study_name or the_plan.default_study
     if not re.match(NAME_PATTERN, name):

@@ -185,16 +185,9 @@ def main(argv=None) -> int:
 
         warnings.simplefilter("ignore")  # as the zoo command does: the log holds zoo's lines
     args = _parse(argv)
-    try:
-        work(args.storage, args.study, out=args.out, data_dir=args.data_dir, device=args.device,
-             heartbeat=args.heartbeat)
-        return 0
-    except ZooError as e:
-        for line in str(e).splitlines() or [""]:
-            console.say(line)
-        return e.exit_code
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted): zoo sweep stopping its workers
-        return console.interrupted_exit(e)
+    # a bug keeps its traceback: the worker's log is where it is read
+    return console.exit_code(work, args.storage, args.study, out=args.out, data_dir=args.data_dir, device=args.device,
+                             heartbeat=args.heartbeat, tracebacks=True)
 
 
 if __name__ == "__main__":
