@@ -49,8 +49,9 @@ def read_csv_rows(path: Path) -> list[list[str]]:
         raise DataError(f"{path}: no such file") from None
     except PermissionError as e:
         raise io_error(path, e, "read") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: is not a text CSV file (not UTF-8)") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: cannot read as CSV: not UTF-8 text ({e.reason} at byte {e.start}); "
+                        f"save it as UTF-8") from None
     except (OSError, csv.Error) as e:
         raise DataError(f"{path}: cannot read as CSV ({e})") from None
 

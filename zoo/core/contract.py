@@ -162,8 +162,8 @@ def check_signature(inputs, outputs, source="<model>", is_classifier=None, allow
     regression's outputs (those of `is_classifier` when given). Raises `error` naming both."""
     inputs, outputs = list(inputs), list(outputs)
     if len(inputs) != 1 or (inputs[0] != INPUT_NAME and not allow_other_input_name):
-        raise error(f"{source}: the graph has inputs {inputs}; zoo models take exactly one ({INPUT_NAME!r}): "
-                    f"export it with `zoo export`")
+        raise error(f"{source}: the graph has {len(inputs)} inputs {inputs}; zoo models take exactly one "
+                    f"({INPUT_NAME!r}): export it with `zoo export`")
     allowed = ([output_names(is_classifier)] if is_classifier is not None
                else [list(CLASSIFIER_OUTPUTS), list(REGRESSION_OUTPUTS)])
     if sorted(outputs) not in [sorted(a) for a in allowed]:
