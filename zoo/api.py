@@ -159,7 +159,16 @@ def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=Non
     variants = tuple(variants or ())
     if (web or triton is not None) and len(variants) > 1:
         raise UsageError("--web and --triton use one model: give one --variant with them")
-    return _export(run_folder(target, out), opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify,
+    if (web or triton is not None) and variants:
+        from zoo.deploy.variants_card import check_onnx_variant
+
+        check_onnx_variant(variants[0])  # before any work
+    run = run_folder(target, out)
+    if variants and (run / SPEC_FILE).is_file():  # unknown or inapplicable names: before TensorFlow loads
+        from zoo.stages.variants import resolve
+
+        resolve(load_spec(run / SPEC_FILE), variants)
+    return _export(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify,
                    onnx=onnx, web=web, ort_web=ort_web, triton=triton, log=log or _quiet, variants=variants)
 
 
@@ -188,21 +197,18 @@ def _export(run: Path, *, opset, atol, rtol, data_dir, verify, onnx, web, ort_we
 
 
 def _model_file(run: Path, variant=None) -> Path:
-    """model.onnx, or the verified variant file named (an ONNX one: what Triton and the page load)."""
+    """model.onnx, or the verified ONNX variant file named (what Triton and the page load)."""
     if variant is None:
         return run / MODEL_ONNX
-    from zoo.core.contract import ONNX_VARIANTS
-    from zoo.stages.variants_verify import verified
+    from zoo.deploy.variants_card import onnx_variant
 
-    if variant not in ONNX_VARIANTS:
-        raise UsageError(f"--variant {variant}: onnxruntime-web, Triton and zoo serve load ONNX files; "
-                         f"choose one of {', '.join(ONNX_VARIANTS)} (or none: model.onnx)")
-    return verified(run, variant)
+    return onnx_variant(run, variant)
 
 
-def _variants_locked(lock, names, *, atol, rtol, data_dir, verify, log, model=None, spec=None, trained=(None, None)):
-    """Make and verify the spec's variants and `names` for the run `lock` holds, then rewrite the
-    card with their table (also when one fails its gate: the others are usable)."""
+def _variants_locked(lock, names, *, atol, rtol, data_dir, verify, log, model=None, spec=None, trained=(None, None),
+                     remake=True):
+    """Make (unless not `remake`) and verify the spec's variants and `names` for the run `lock` holds,
+    then rewrite the card with their table (also when one fails its gate: the others are usable)."""
     from zoo.core import files
     from zoo.core.contract import METRICS_FILE
     from zoo.deploy.card import write_card
@@ -213,7 +219,7 @@ def _variants_locked(lock, names, *, atol, rtol, data_dir, verify, log, model=No
     spec = spec or trained_spec(run, trained[0])
     try:
         return run_variants(spec, run, names, model=model, data_dir=data_dir, verify=verify, atol=atol, rtol=rtol,
-                            log=log)
+                            log=log, remake=remake)
     finally:
         if provenance.onnx_is_current(run):
             metrics = files.read_json(run / METRICS_FILE) if trained[1] is None else trained[1]
@@ -267,10 +273,19 @@ def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=
     _keras("tensorflow")
     from zoo.stages.verify import verify_run
 
-    with runs.locked(run, create=False):
+    with runs.locked(run, create=False) as lock:
         spec = load_spec(run / SPEC_FILE)
-        return verify_run(spec, run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir,
-                          log=log or _quiet)
+        report = verify_run(spec, run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir,
+                            log=log or _quiet)
+        if onnx_path.resolve() != (run / MODEL_ONNX).resolve():
+            return report
+        from zoo.stages.variants_verify import recorded
+
+        names = recorded(run)  # the variants made before: verified again with model.onnx
+        if names:
+            report = _variants_locked(lock, names, atol=atol, rtol=rtol, data_dir=data_dir, verify=True,
+                                      log=log or _quiet, remake=False) or report
+        return report
 
 
 def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:

@@ -348,8 +348,10 @@ def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbea
 @click.option("--instances", type=click.IntRange(1, 16), default=INSTANCES, show_default=True,
               help="Model instances per model (batches in flight at once).")
 @click.option("--verbose", is_flag=True, help="Show Triton's own log.")
+@click.option("--variant", default=None, metavar="NAME",
+              help="Serve each run's verified ONNX variant (int8 or fp16) instead of its model.onnx.")
 @handled
-def serve(targets, host, port, grpc_port, metrics_port, instances, verbose):
+def serve(targets, host, port, grpc_port, metrics_port, instances, verbose, variant):
     """Serve exported models with Triton (REST + gRPC, Open Inference Protocol) until Ctrl-C.
 
     RUN is a run folder with model.onnx; REPO a Triton model repository from
@@ -364,7 +366,7 @@ def serve(targets, host, port, grpc_port, metrics_port, instances, verbose):
     from zoo.deploy.serve import serve as serve_models
 
     serve_models(targets, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, instances=instances,
-                 verbose=verbose, log=click.echo)
+                 verbose=verbose, log=click.echo, variant=variant)
 
 
 if __name__ == "__main__":

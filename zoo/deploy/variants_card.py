@@ -68,13 +68,21 @@ How each was made:
 """
 
 
-def web_model(run, variant: str):
-    """The verified ONNX variant file the page loads instead of model.onnx (a smaller download)."""
-    from zoo.core.contract import ONNX_VARIANTS
-    from zoo.core.errors import UsageError
+def onnx_variant(run, variant: str):
+    """The verified ONNX variant file the page, Triton or zoo serve use instead of model.onnx."""
     from zoo.stages.variants_verify import verified
 
-    if variant not in ONNX_VARIANTS:
-        raise UsageError(f"--variant {variant}: the page runs ONNX files with onnxruntime-web; choose one of "
-                         f"{', '.join(ONNX_VARIANTS)}")
+    check_onnx_variant(variant)
     return verified(run, variant)
+
+
+def check_onnx_variant(variant: str) -> None:
+    """UsageError unless `variant` names an ONNX variant (what onnxruntime-web and Triton load)."""
+    from zoo.core.contract import ONNX_VARIANTS, VARIANT_FILES
+    from zoo.core.errors import UsageError
+
+    if variant not in VARIANT_FILES:
+        raise UsageError(f"--variant {variant}: unknown variant; valid: {', '.join(VARIANT_FILES)}")
+    if variant not in ONNX_VARIANTS:
+        raise UsageError(f"--variant {variant}: onnxruntime-web, Triton and zoo serve load ONNX files; choose one "
+                         f"of {', '.join(ONNX_VARIANTS)} (or none: model.onnx)")

@@ -149,9 +149,9 @@ def write_web(run: Path, *, ort_web=None, log=print, variant=None) -> Path:
     model = run / MODEL_ONNX
     provenance.check_chain(run, MODEL_ONNX)  # the page ships only the model export wrote, made from this run's
     if variant is not None:
-        from zoo.deploy.variants_card import web_model
+        from zoo.deploy.variants_card import onnx_variant
 
-        model = web_model(run, variant)
+        model = onnx_variant(run, variant)
     contract = Contract.from_onnx(model)  # checks the file keeps the contract
     target = run / WEB
     if target.is_symlink() or (target.exists() and not target.is_dir()):

@@ -95,16 +95,21 @@ def make_variants(spec: Spec, run: Path, variants, *, model=None, x_train=None, 
     return made
 
 
-def _save_onnx(run: Path, name: str, proto, info: dict) -> None:
-    import onnx
-
+def _with_info(proto, info: dict):
+    """proto with zoo's metadata only (model.onnx's keys, then META_VARIANT: how it was made)."""
     props = {p.key: p.value for p in proto.metadata_props if p.key in META}
     props[META_VARIANT] = json.dumps(info)
     del proto.metadata_props[:]
     for k, v in props.items():
         proto.metadata_props.add(key=k, value=v)
+    return proto
+
+
+def _save_onnx(run: Path, name: str, proto, info: dict) -> None:
+    import onnx
+
     with provenance.artefact(run, VARIANT_FILES[name], "export", inputs=[MODEL_ONNX]) as tmp:
-        onnx.save_model(proto, str(tmp))
+        onnx.save_model(_with_info(proto, info), str(tmp))
 
 
 def _source(run: Path):
@@ -132,7 +137,9 @@ def _int8(run: Path, x_cal: np.ndarray, spec: Spec) -> dict:
     info = {"name": "int8", "made_from": MODEL_ONNX, "format": "QDQ", "per_channel": True,
             "calibration": {"examples": int(len(x_cal)), "from": "training set", "seed": spec.train.seed,
                             "method": "MinMax"}}
-    with tempfile.TemporaryDirectory(prefix="zoo-int8-") as tmp:
+    # the file's temporary twin exists from the start: an interrupted quantization leaves neither
+    with provenance.artefact(run, VARIANT_FILES["int8"], "export", inputs=[MODEL_ONNX]) as target, \
+            tempfile.TemporaryDirectory(prefix="zoo-int8-") as tmp:
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         # no symbolic shape inference (it needs sympy): the only symbolic dim is the batch axis
         quant_pre_process(str(run / MODEL_ONNX), str(pre), skip_symbolic_shape=True)
@@ -144,8 +151,7 @@ def _int8(run: Path, x_cal: np.ndarray, spec: Spec) -> dict:
             info["method"] = "dynamic (static failed: " + f"{type(e).__name__}: {str(e)[:120]})"
             info["format"] = "QOperator"
             quantize_dynamic(str(pre), str(out), per_channel=True, weight_type=QuantType.QInt8)
-        proto = onnx.load(str(out))
-    _save_onnx(run, "int8", proto, info)
+        onnx.save_model(_with_info(onnx.load(str(out)), info), str(target))
     return info
 
 

@@ -285,7 +285,7 @@ def recorded(run: Path) -> list[str]:
 
 
 def run_variants(spec: Spec, run: Path, names=(), *, model=None, data_dir=None, verify=True, atol=None, rtol=None,
-                 log=print) -> dict | None:
+                 log=print, remake=True) -> dict | None:
     """Make the spec's variants and `names` (--variant), then verify model.onnx (unless verify.json
     is already its current record) and every one of them. The caller holds the run's lock.
     Returns verify.json's content, or None when there was nothing to do or verify."""
@@ -298,16 +298,24 @@ def run_variants(spec: Spec, run: Path, names=(), *, model=None, data_dir=None, 
         return None
     model = model or load_model(run / MODEL_KERAS)
     dataset = data_mod.load_dataset(spec, data_dir)
-    make_variants(spec, run, chosen, model=model, x_train=dataset.x_train, log=log)
+    if remake:
+        make_variants(spec, run, chosen, model=model, x_train=dataset.x_train, log=log)
+    else:  # verify only those made before (a variant the spec names but never made is not verified)
+        chosen = [v for v in chosen if v.name in recorded(run)]
     if not verify:
         return None
-    return verify_all(spec, run, chosen, model=model, dataset=dataset, atol=atol, rtol=rtol, log=log)
+    return verify_all(spec, run, chosen, model=model, dataset=dataset, atol=atol, rtol=rtol, log=log,
+                      force=not remake)
 
 
-def verify_all(spec: Spec, run: Path, variants, *, model, dataset, atol=None, rtol=None, log=print) -> dict:
-    """verify_run for model.onnx unless verify.json is already its current record, then the variants."""
+def verify_all(spec: Spec, run: Path, variants, *, model, dataset, atol=None, rtol=None, log=print,
+               force=False) -> dict:
+    """verify_run for model.onnx unless verify.json is already its current record (or `force`: it
+    was just written), then the variants."""
     from zoo.stages.verify import verify_run
 
+    if force:
+        return verify_variants(spec, run, variants, model=model, dataset=dataset, log=log, atol=atol, rtol=rtol)
     try:
         provenance.check_chain(run, VERIFY_FILE)
         current = files.read_json(run / VERIFY_FILE).get("status") == "passed"
