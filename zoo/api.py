@@ -258,10 +258,15 @@ def _export_locked(lock, *, opset, atol, rtol, data_dir, verify, log, trained=(N
 
 def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=None,
            log: Optional[Callable[[str], None]] = None) -> dict:
-    """Compare a run's model.onnx (or the .onnx file given) with its Keras model. Returns verify.json's content.
+    """Compare a run's model.onnx (or the .onnx file given) with its Keras model, then the run's variants
+    on the whole test set (a variant's file given verifies its run). Returns verify.json's content.
 
     Raises VerificationError when they differ beyond the tolerances.
     """
+    from zoo.core.contract import VARIANT_FILES
+
+    if target is not None and not isinstance(target, (dict, Spec)) and Path(target).name in VARIANT_FILES.values():
+        target = Path(target).parent  # a variant is verified with its run: model.onnx first, then every variant
     if target is not None and not isinstance(target, (dict, Spec)) and str(target).endswith(".onnx"):
         onnx_path = Path(target)
         if not onnx_path.is_file():

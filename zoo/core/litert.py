@@ -10,8 +10,11 @@ sibling file to name the classes. Runs with `ai_edge_litert.interpreter.Interpre
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +69,20 @@ def read_metadata(path) -> dict[str, str]:
     return {}
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null for a moment: the interpreter's C++ logs an INFO line there."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class Runner:
     """A LiteRT interpreter on one .tflite file, called like an onnxruntime session's run()."""
 
@@ -98,7 +115,12 @@ class Runner:
 
     def run(self, names, x: np.ndarray) -> list[np.ndarray]:
         """The outputs `names` for the batch x."""
-        out = self.runner(**{self.input()[0]: x})
+        if not getattr(self, "_warm", False):  # the first call prints "INFO: Created ... XNNPACK delegate"
+            with _quiet_stderr():
+                out = self.runner(**{self.input()[0]: x})
+            self._warm = True
+        else:
+            out = self.runner(**{self.input()[0]: x})
         return [np.asarray(out[n]) for n in names]
 
 
