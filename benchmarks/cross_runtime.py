@@ -11,7 +11,13 @@ taken from --runs where a run of that name is already exported. Its test_data_se
   Playwright, through window.zoo.predict (onnxruntime-web, WebAssembly, one thread);
 - OpenVINO's CPU plugin (pip `openvino`, reading the ONNX file; inference precision
   pinned to f32: on CPUs with bf16 it would otherwise compute in bf16);
-- the ONNX reference evaluator (`onnx.reference.ReferenceEvaluator`, numpy).
+- the ONNX reference evaluator (`onnx.reference.ReferenceEvaluator`, numpy);
+- LiteRT (`ai-edge-litert`'s interpreter) on the float32 model as Keras exports it
+  (`zoo export RUN --variant litert`), held to the same tolerance;
+
+and, with --variants, the export variants in onnxruntime: `ort` (held to the tolerance),
+`fp16` and `int8` (not float32 arithmetic: their largest difference and the examples whose
+top class differs from float32 onnxruntime's are listed, not failed).
 
 It prints, per model, the largest |difference| of each runtime's outputs from Python
 onnxruntime's and from the Keras outputs saved at export (test_data_set_0/output_*.pb),
@@ -51,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 from zoo.core.contract import TEST_DATA_SET, Contract  # noqa: E402
 
 CHROMIUM = os.environ.get("ZOO_CHROMIUM", "/usr/bin/chromium")
-RUNTIMES = ("onnxruntime", "node", "browser", "openvino", "onnx.reference")
+RUNTIMES = ("onnxruntime", "node", "browser", "openvino", "onnx.reference")  # then LiteRT and the variants
 
 
 def read_tensor(path: Path) -> np.ndarray:
@@ -100,6 +106,54 @@ def run_reference(model, x, names, repeats):
     evaluator = ReferenceEvaluator(str(model))
     out, ms = timed(lambda: evaluator.run(names, {"input": x}), max(3, repeats // 10), warmup=1)
     return dict(zip(names, out)), ms
+
+
+def run_litert(model, x, names, repeats):
+    from zoo.core.litert import Runner
+
+    runner = Runner(model)
+    out, ms = timed(lambda: runner.run(names, x), repeats)
+    return dict(zip(names, out)), ms
+
+
+def make_variants(run: Path, classifier: bool, with_onnx_variants: bool) -> str | None:
+    """zoo export RUN --variant litert (and ort, fp16, int8); None, or why it failed (exit 6 is a gate, kept)."""
+    names = ["litert"] + (["ort", "fp16"] + (["int8"] if classifier else []) if with_onnx_variants else [])
+    flags = [x for v in names for x in ("--variant", v)]
+    done = subprocess.run([sys.executable, "-m", "zoo", "export", str(run), *flags], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return None if done.returncode in (0, 6) else (done.stderr.strip().splitlines() or ["failed"])[-1]
+
+
+def variant_rows(name, run, x, names, ref, keras, tol, repeats, with_onnx_variants) -> tuple[list, int]:
+    """Rows for LiteRT (float32) and, with --variants, ort, fp16 and int8 in onnxruntime; and the failures."""
+    from zoo.core.contract import VARIANT_FILES
+
+    error = make_variants(run, "probabilities" in names, with_onnx_variants)
+    if error:
+        print(f"{name}: variants not made: {error}")
+        return [], 1
+    rows, failures = [], 0
+    chosen = ["litert"] + (["ort", "fp16", "int8"] if with_onnx_variants else [])
+    for variant in [v for v in chosen if (run / VARIANT_FILES[v]).is_file()]:
+        path = run / VARIANT_FILES[variant]
+        fn = run_litert if variant == "litert" else run_onnxruntime
+        out, ms = fn(path, x, names, repeats)
+        vs_ort = max(float(np.abs(np.asarray(out[n], np.float64) - ref[n]).max()) for n in names)
+        vs_keras = max(float(np.abs(np.asarray(out[n], np.float64) - keras[n]).max()) for n in names)
+        exact = variant in ("litert", "ort")
+        ok = all(np.all(np.abs(np.asarray(out[n], np.float64) - keras[n]) <= tol[0] + tol[1] * np.abs(keras[n]))
+                 for n in names)
+        note = ""
+        if "probabilities" in names:
+            differ = np.flatnonzero(out["probabilities"].argmax(-1) != ref["probabilities"].argmax(-1))
+            ok = ok and not len(differ)
+            note = f"top class differs on examples {differ.tolist()}" if len(differ) else ""
+        if exact:
+            failures += not ok
+        label = "LiteRT (float32)" if variant == "litert" else f"onnxruntime, {variant} variant"
+        rows.append((name, label, vs_ort, vs_keras, ok if exact else None, statistics.median(ms), len(ms), note))
+    return rows, failures
 
 
 def run_node(model, x, names, repeats):
@@ -212,6 +266,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=100,
                     help="timed calls per runtime (onnx.reference: a tenth; browser: in blocks of 10)")
+    ap.add_argument("--variants", action="store_true",
+                    help="also make the ort, fp16 and int8 variants and run them in onnxruntime")
     ap.add_argument("--data-dir", default=os.environ.get("ZOO_DATA_DIR", str(ROOT.parent / "shared" / "datasets")))
     args = ap.parse_args(argv)
     specs = args.specs or sorted(p for p in (ROOT / "specs").glob("*.json") if p.name != "schema.json")
@@ -263,7 +319,10 @@ def main(argv=None) -> int:
                 if contract.is_classifier:
                     ok = ok and np.array_equal(np.asarray(out["probabilities"]).argmax(-1), ref["probabilities"].argmax(-1))
                 failures += not ok
-                rows.append((name, runtime, vs_ort, vs_keras, ok, statistics.median(ms), len(ms)))
+                rows.append((name, runtime, vs_ort, vs_keras, ok, statistics.median(ms), len(ms), ""))
+            more, failed = variant_rows(name, run, x, names, ref, keras, (atol, rtol), args.repeats, args.variants)
+            rows += more
+            failures += failed
     finally:
         if browser:
             browser.close()
@@ -272,12 +331,13 @@ def main(argv=None) -> int:
     print(f"batch: test_data_set_0 ({len(x) if rows else 16} examples); tolerance: each spec's atol + rtol·|keras| "
           "(1e-4 + 1e-3·|keras| for the catalog), and the same argmax as onnxruntime\n")
     print("| model | runtime | max abs diff vs onnxruntime | max abs diff vs Keras | within tolerance "
-          "| ms per batch (median) | × onnxruntime | timed samples |")
-    print("|---|---|---:|---:|:-:|---:|---:|---:|")
-    base = {name: ms for name, runtime, *_, ms, n in rows if runtime == "onnxruntime"}
-    for name, runtime, vs_ort, vs_keras, ok, ms, n in rows:
-        print(f"| {name} | {runtime} | {vs_ort:.2e} | {vs_keras:.2e} | {'yes' if ok else 'NO'} | {ms:.3f} "
-              f"| {ms / base[name]:.1f} | {n} |")
+          "| ms per batch (median) | × onnxruntime | timed samples | note |")
+    print("|---|---|---:|---:|:-:|---:|---:|---:|---|")
+    base = {name: ms for name, runtime, *_, ms, n, note in rows if runtime == "onnxruntime"}
+    for name, runtime, vs_ort, vs_keras, ok, ms, n, note in rows:
+        verdict = "not held (not float32)" if ok is None else "yes" if ok else "NO"
+        print(f"| {name} | {runtime} | {vs_ort:.2e} | {vs_keras:.2e} | {verdict} | {ms:.3f} "
+              f"| {ms / base[name]:.1f} | {n} | {note} |")
     for line in skipped:
         print(f"\nnot run: {line}")
     print(f"\n{'all runtimes agree' if not failures else f'{failures} disagreement(s) or failure(s)'}")

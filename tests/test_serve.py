@@ -208,12 +208,12 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(target, tmp):
+def running_server(target, tmp, *extra):
     port, grpc_port, metrics_port = free_ports(3)
     log = tmp / f"serve-{port}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "zoo", "serve", str(target), "--port", str(port),
-                                 "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port)],
+                                 "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), *extra],
                                 stdout=out, stderr=subprocess.STDOUT, env=ENV, stdin=subprocess.DEVNULL, cwd=ROOT)
     server = Server(proc, port, grpc_port, metrics_port, log)
     try:
@@ -578,3 +578,24 @@ def test_sigterm_stops_the_server_cleanly(server):
     assert server.output().rstrip().endswith("stopped")
     with pytest.raises(OSError):
         urllib.request.urlopen(server.url + "/v2/health/live", timeout=2)
+
+
+@needs_pytriton
+def test_zoo_serve_variant_serves_the_verified_int8_file(work, tmp_path):
+    """zoo serve RUN --variant int8 answers with the int8 file's outputs; a variant it cannot load is exit 2."""
+    import onnxruntime as ort
+
+    name = MODELS[0]
+    run = tmp_path / "run"
+    shutil.copytree(work / "exports" / name, run)
+    done = zoo("export", run, "--variant", "int8")
+    assert done.returncode == 0, done.stderr
+    x, _ = load_test_data(work, name)
+    session = ort.InferenceSession(str(run / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    expected = dict(zip(["logits", "probabilities"], session.run(["logits", "probabilities"], {"input": x})))
+    assert not np.allclose(expected["logits"], onnxruntime_outputs(work, name, x)["logits"], atol=1e-6)  # int8's own
+    with running_server(run, tmp_path, "--variant", "int8") as server:
+        assert_outputs_equal(infer_grpc(server, name, x), expected)
+    for variant, words in (("litert", "load ONNX files"), ("fp16", "no such variant")):
+        done = zoo("serve", run, "--variant", variant)
+        assert done.returncode == 2 and words in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr

@@ -42,7 +42,7 @@ def test_defaults_filled_from_one_place():
                                  "early_stopping": None,
                                  "schedule": {"kind": "constant", "step_size": None, "gamma": None, "min_learning_rate": None}}
     assert resolved["model"]["kernel_initializer"] == "glorot_uniform"
-    assert resolved["export"] == {"opset": 17, "atol": 1e-4, "rtol": 1e-3}
+    assert resolved["export"] == {"opset": 17, "atol": 1e-4, "rtol": 1e-3, "variants": []}
 
 
 def _set(d, path, value):
@@ -113,6 +113,14 @@ MALFORMED = [
     ("early-stopping-mae-on-classifier", MLP, [(("train", "early_stopping"), {"monitor": "val_mae"})],
      "train.early_stopping.monitor", "not mae"),
     ("patience-zero", MLP, [(("train", "early_stopping"), {"patience": 0})], "train.early_stopping.patience", "greater than or equal to 1"),
+    # export variants (check_variants)
+    ("variant-twice", MLP, [(("export", "variants"), [{"name": "fp16"}, {"name": "fp16"}])], "export.variants[1].name",
+     "listed twice"),
+    ("int8-on-regression", LIN, [(("export", "variants"), [{"name": "int8"}])], "export.variants[0].name",
+     "cannot apply to a linear (regression) model"),
+    ("variant-unknown", MLP, [(("export", "variants"), [{"name": "int4"}])], "export.variants[0].name", "'litert-int8'"),
+    ("variant-gate-over-1", MLP, [(("export", "variants"), [{"name": "int8", "max_accuracy_drop": 2}])],
+     "export.variants[0].max_accuracy_drop", "less than or equal to 1"),
 ]
 
 
@@ -148,9 +156,9 @@ def test_a_dozen_errors_are_reported_at_once():
 def test_every_cross_field_check_has_a_case():
     """Each named check is exercised by at least one malformed case above."""
     words = " ".join(c[4] for c in MALFORMED)
-    assert len(CHECKS) == 8
+    assert len(CHECKS) == 9
     for phrase in ["takes no num_classes", "expected 10 names", "at least one hidden layer", "give its path",
-                   "[28, 28]", "takes no momentum", "needs validation"]:
+                   "[28, 28]", "takes no momentum", "needs validation", "listed twice"]:
         assert phrase in words
 
 

@@ -341,3 +341,25 @@ def test_uint8_mnist_page_reads_a_drawn_one(tmp_path_factory, open_page, tmp_pat
     assert seen[0, 0].max() == 0 and seen[0, -1].max() == 0 and seen.max() == 255  # light on dark now
     np.testing.assert_allclose(current["probabilities"], _onnxruntime(run, seen)["probabilities"][0], atol=1e-5)
     page.screenshot(path=str(tmp_path / "mnist-scan.png"), full_page=True)
+
+
+def test_an_int8_page_loads_the_int8_model_and_says_so(digits, open_page, tmp_path):
+    """zoo export --web --variant int8: the page downloads only the int8 file and answers as onnxruntime runs it.
+    (For this 650-parameter softmax the QDQ file is larger than the float32 one: see benchmarks/RESULTS.md.)"""
+    import onnxruntime as ort
+
+    run = tmp_path / "run"
+    shutil.copytree(digits, run)
+    done = _zoo("export", run, "--web", "--variant", "int8", "--ort-web", ROOT / "node_modules", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not (run / "web/model.onnx").exists()  # the page downloads the int8 file only
+    page, requests, origin = open_page(run)
+    assert origin + "/model.int8.onnx" in requests and origin + "/model.onnx" not in requests
+    assert "Model: model.int8.onnx (variant int8)" in page.text_content("#footer")
+    assert page.evaluate("window.zoo.examples.maxAbsDiff") < 1e-3  # against the int8 file's own outputs
+    x = _read_tensor(run / "test_data_set_0.int8" / "input_0.pb")
+    session = ort.InferenceSession(str(run / "model.int8.onnx"), providers=["CPUExecutionProvider"])
+    want = session.run(["probabilities"], {"input": x})[0]
+    got = np.asarray(_page_predict(page, x)["probabilities"])
+    assert np.array_equal(got.argmax(1), want.argmax(1))
+    np.testing.assert_allclose(got, want, atol=1e-3)

@@ -138,7 +138,8 @@ def train(spec: SpecLike = None, *, out=None, resume=False, data_dir=None, devic
 
 
 def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=None, data_dir=None, verify=True,
-           onnx=True, web=False, ort_web=None, triton=None, log: Optional[Callable[[str], None]] = None) -> dict:
+           onnx=True, web=False, ort_web=None, triton=None, variants=(), log: Optional[Callable[[str], None]] = None
+           ) -> dict:
     """Export a trained run to ONNX (tf2onnx), write its card, then verify it. Returns verify.json's content.
 
     `target` is the run's spec (path, dict, Spec), its folder, or None (the latest run).
@@ -146,36 +147,86 @@ def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=Non
     from), `triton` a Triton model repository ("" or True: RUN/triton). With either, a
     model.onnx that is already the export of the run's model.keras is used as it is,
     unless `opset` is given. Returns {} when nothing was verified.
+
+    `variants`: names of export variants (int8, fp16, ort, litert, litert-int8) to make besides
+    the spec's `export.variants`, each verified on the whole test set against its gate. With
+    `web` or `triton`, a single name picks the verified variant the page or the repository uses.
     """
     if not onnx and not web and triton is None:
         raise UsageError("nothing to export: give --onnx, --web and/or --triton")
     if ort_web and not web:
         raise UsageError("--ort-web only says where the page's onnxruntime-web comes from: add --web")
-    return _export(run_folder(target, out), opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify,
-                   onnx=onnx, web=web, ort_web=ort_web, triton=triton, log=log or _quiet)
+    variants = tuple(variants or ())
+    if (web or triton is not None) and len(variants) > 1:
+        raise UsageError("--web and --triton use one model: give one --variant with them")
+    if (web or triton is not None) and variants:
+        from zoo.deploy.variants_card import check_onnx_variant
+
+        check_onnx_variant(variants[0])  # before any work
+    run = run_folder(target, out)
+    if variants and (run / SPEC_FILE).is_file():  # unknown or inapplicable names: before TensorFlow loads
+        from zoo.stages.variants import resolve
+
+        resolve(load_spec(run / SPEC_FILE), variants)
+    return _export(run, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify,
+                   onnx=onnx, web=web, ort_web=ort_web, triton=triton, log=log or _quiet, variants=variants)
 
 
 def _export(run: Path, *, opset, atol, rtol, data_dir, verify, onnx, web, ort_web, triton, log,
-            trained=(None, None)) -> dict:
+            trained=(None, None), variants=()) -> dict:
     report = {}
     with runs.locked(run, create=False) as lock:
-        extra = web or triton is not None
+        extra = web or triton is not None or bool(variants)
         if onnx and (not extra or opset is not None or not provenance.onnx_is_current(run)):
             report = _export_locked(lock, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify, log=log,
-                                    trained=trained)
+                                    trained=trained, variants=variants)
+        elif variants and onnx:
+            report = _variants_locked(lock, variants, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify,
+                                      log=log) or report
+        chosen = variants[0] if variants else None
         if web:
             from zoo.deploy.web import write_web
 
-            write_web(run, ort_web=ort_web, log=log)
+            write_web(run, ort_web=ort_web, log=log, variant=chosen)
         if triton is not None:
             from zoo.deploy.triton import write_repository
 
             repo = run / TRITON_DIR if triton in ("", True) else Path(triton)
-            log(f"wrote Triton model {write_repository(run / MODEL_ONNX, repo)}")
+            log(f"wrote Triton model {write_repository(_model_file(run, chosen), repo)}")
     return report
 
 
-def _export_locked(lock, *, opset, atol, rtol, data_dir, verify, log, trained=(None, None)) -> dict:
+def _model_file(run: Path, variant=None) -> Path:
+    """model.onnx, or the verified ONNX variant file named (what Triton and the page load)."""
+    if variant is None:
+        return run / MODEL_ONNX
+    from zoo.deploy.variants_card import onnx_variant
+
+    return onnx_variant(run, variant)
+
+
+def _variants_locked(lock, names, *, atol, rtol, data_dir, verify, log, model=None, spec=None, trained=(None, None),
+                     remake=True):
+    """Make (unless not `remake`) and verify the spec's variants and `names` for the run `lock` holds,
+    then rewrite the card with their table (also when one fails its gate: the others are usable)."""
+    from zoo.core import files
+    from zoo.core.contract import METRICS_FILE
+    from zoo.deploy.card import write_card
+    from zoo.stages.export import trained_spec
+    from zoo.stages.variants_verify import run_variants
+
+    run = lock.run
+    spec = spec or trained_spec(run, trained[0])
+    try:
+        return run_variants(spec, run, names, model=model, data_dir=data_dir, verify=verify, atol=atol, rtol=rtol,
+                            log=log, remake=remake)
+    finally:
+        if provenance.onnx_is_current(run):
+            metrics = files.read_json(run / METRICS_FILE) if trained[1] is None else trained[1]
+            write_card(run, spec, metrics, spec.export.opset)
+
+
+def _export_locked(lock, *, opset, atol, rtol, data_dir, verify, log, trained=(None, None), variants=()) -> dict:
     """model.onnx, card.md, then verify.json, for the run `lock` holds. `trained`: the (spec,
     metrics) the same command just trained, so they are not read back from the run."""
     keras = _keras()
@@ -190,24 +241,32 @@ def _export_locked(lock, *, opset, atol, rtol, data_dir, verify, log, trained=(N
     metrics = files.read_json(run / METRICS_FILE) if trained[1] is None else trained[1]
     if keras.backend.backend() != "tensorflow":  # tf2onnx converts TensorFlow graphs: a child process on it
         try:
-            export_in_tensorflow(lock, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify)
+            export_in_tensorflow(lock, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify,
+                                 variants=variants)
         finally:
             if provenance.onnx_is_current(run):
                 write_card(run, spec, metrics, opset or spec.export.opset)
         return files.read_json(run / VERIFY_FILE) if verify else {}
     model = export_run(spec, run, opset=opset, metrics=metrics, log=log)
     write_card(run, spec, metrics, opset or spec.export.opset)
-    if not verify:
-        return {}
-    return verify_run(spec, run, model=model, atol=atol, rtol=rtol, data_dir=data_dir, log=log)
+    report = verify_run(spec, run, model=model, atol=atol, rtol=rtol, data_dir=data_dir, log=log) if verify else {}
+    if spec.export.variants or variants:
+        report = _variants_locked(lock, variants, atol=atol, rtol=rtol, data_dir=data_dir, verify=verify, log=log,
+                                  model=model, spec=spec, trained=(spec, metrics)) or report
+    return report
 
 
 def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=None,
            log: Optional[Callable[[str], None]] = None) -> dict:
-    """Compare a run's model.onnx (or the .onnx file given) with its Keras model. Returns verify.json's content.
+    """Compare a run's model.onnx (or the .onnx file given) with its Keras model, then the run's variants
+    on the whole test set (a variant's file given verifies its run). Returns verify.json's content.
 
     Raises VerificationError when they differ beyond the tolerances.
     """
+    from zoo.core.contract import VARIANT_FILES
+
+    if target is not None and not isinstance(target, (dict, Spec)) and Path(target).name in VARIANT_FILES.values():
+        target = Path(target).parent  # a variant is verified with its run: model.onnx first, then every variant
     if target is not None and not isinstance(target, (dict, Spec)) and str(target).endswith(".onnx"):
         onnx_path = Path(target)
         if not onnx_path.is_file():
@@ -219,21 +278,31 @@ def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=
     _keras("tensorflow")
     from zoo.stages.verify import verify_run
 
-    with runs.locked(run, create=False):
+    with runs.locked(run, create=False) as lock:
         spec = load_spec(run / SPEC_FILE)
-        return verify_run(spec, run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir,
-                          log=log or _quiet)
+        report = verify_run(spec, run, onnx_path=onnx_path, atol=atol, rtol=rtol, data_dir=data_dir,
+                            log=log or _quiet)
+        if onnx_path.resolve() != (run / MODEL_ONNX).resolve():
+            return report
+        from zoo.stages.variants_verify import recorded
+
+        names = recorded(run)  # the variants made before: verified again with model.onnx
+        if names:
+            report = _variants_locked(lock, names, atol=atol, rtol=rtol, data_dir=data_dir, verify=True,
+                                      log=log or _quiet, remake=False) or report
+        return report
 
 
 def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:
     """Run an exported model with onnxruntime alone on a .npy, an image, a .csv or a TensorProto .pb.
 
-    `model` is a model.onnx path, or a spec / run folder whose model.onnx to use.
+    `model` is a model.onnx path, a variant's file (.onnx, .ort, or .tflite: run by the LiteRT
+    interpreter), or a spec / run folder whose model.onnx to use.
     Returns one record per example: top classes with probabilities, or predictions.
     """
     from zoo.stages.predict import predict_file
 
-    if not isinstance(model, (dict, Spec)) and str(model).endswith(".onnx"):
+    if not isinstance(model, (dict, Spec)) and str(model).endswith((".onnx", ".ort", ".tflite")):
         onnx_path = Path(model)
     else:
         onnx_path = run_folder(model, out) / MODEL_ONNX

@@ -188,10 +188,13 @@ def train(target, epochs, batch_size, learning_rate, seed, device, backend, quie
               help="onnxruntime-web's npm folder to copy into web/ort/, or `cdn` [default: $ZOO_ORT_WEB, a node_modules nearby].")
 @click.option("--triton", "triton_repo", is_flag=False, flag_value="", default=None, metavar="[REPO]",
               help="Also write a Triton model repository [REPO default: RUN/triton].")
+@click.option("--variant", "variants", multiple=True, metavar="NAME",
+              help="Also make and verify this variant: int8, fp16, ort, litert, litert-int8 (repeatable); with "
+                   "--web/--triton, the verified ONNX variant they use.")
 @data_option
 @out_option
 @handled
-def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, triton_repo, data_dir, out):
+def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, triton_repo, variants, data_dir, out):
     """Export a trained run to ONNX (tf2onnx), then verify it against Keras.
 
     With --web or --triton, a model.onnx that is already the export of the run's
@@ -201,11 +204,13 @@ def export(target, onnx, opset, atol, rtol, no_verify, web, ort_web, triton_repo
     Example:
       zoo export exports/digits-softmax --onnx
       zoo export exports/digits-softmax --web --triton
+      zoo export exports/digits-softmax --variant int8 --variant litert
     """
     from zoo import api
 
     api.export(runs.find_run(target, out), out=out, opset=opset, atol=atol, rtol=rtol, data_dir=data_dir,
-               verify=not no_verify, onnx=onnx, web=web, ort_web=ort_web, triton=triton_repo, log=click.echo)
+               verify=not no_verify, onnx=onnx, web=web, ort_web=ort_web, triton=triton_repo, variants=variants,
+               log=click.echo)
 
 
 @main.command()
@@ -343,8 +348,10 @@ def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbea
 @click.option("--instances", type=click.IntRange(1, 16), default=INSTANCES, show_default=True,
               help="Model instances per model (batches in flight at once).")
 @click.option("--verbose", is_flag=True, help="Show Triton's own log.")
+@click.option("--variant", default=None, metavar="NAME",
+              help="Serve each run's verified ONNX variant (int8 or fp16) instead of its model.onnx.")
 @handled
-def serve(targets, host, port, grpc_port, metrics_port, instances, verbose):
+def serve(targets, host, port, grpc_port, metrics_port, instances, verbose, variant):
     """Serve exported models with Triton (REST + gRPC, Open Inference Protocol) until Ctrl-C.
 
     RUN is a run folder with model.onnx; REPO a Triton model repository from
@@ -359,7 +366,7 @@ def serve(targets, host, port, grpc_port, metrics_port, instances, verbose):
     from zoo.deploy.serve import serve as serve_models
 
     serve_models(targets, host=host, port=port, grpc_port=grpc_port, metrics_port=metrics_port, instances=instances,
-                 verbose=verbose, log=click.echo)
+                 verbose=verbose, log=click.echo, variant=variant)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,17 @@ TEST_DATA_SET = "test_data_set_0"  # beside model.onnx: input_0.pb, output_0.pb,
 MANIFEST = "provenance.json"  # zoo.core.provenance's record of every artefact
 WEB_DIR, TRITON_DIR = "web", "triton"
 
+# export variants (zoo.stages.variants): files beside model.onnx, each with its own test data.
+# int8: onnxruntime static QDQ quantization; fp16: float16 weights, float32 inputs and outputs;
+# ort: ONNX Runtime's .ort format (mobile and minimal builds); litert: Keras's LiteRT (.tflite)
+# export, and litert-int8 the same with TFLite's full-integer quantization (float32 inputs and outputs).
+VARIANT_FILES = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx", "ort": "model.ort",
+                 "litert": "model.tflite", "litert-int8": "model.int8.tflite"}
+ONNX_VARIANTS = ("int8", "fp16")  # ONNX files: onnxruntime (any build), onnxruntime-web, Triton can load them
+LITERT_VARIANTS = ("litert", "litert-int8")  # run by the LiteRT interpreter (ai-edge-litert)
+QUANTIZED_VARIANTS = ("int8", "litert-int8")  # 256 levels per tensor: classifiers only
+FLOAT32_VARIANTS = ("ort", "litert")  # float32 arithmetic: held to model.onnx's tolerances too
+
 
 def checkpoint_name(epoch: int) -> str:
     """The run-relative name of the checkpoint after `epoch`."""
@@ -50,6 +61,12 @@ def test_data_name(kind: str, index: int) -> str:
     """The run-relative name of test_data_set_0's `kind` ("input" or "output") number `index`."""
     return f"{TEST_DATA_SET}/{kind}_{index}.pb"
 
+
+def variant_test_data_name(variant: str, kind: str, index: int) -> str:
+    """test_data_set_0.<variant>/<kind>_<index>.pb: the inputs and the variant's own outputs."""
+    return f"{TEST_DATA_SET}.{variant}/{kind}_{index}.pb"
+
+
 # metadata_props keys; every value is JSON
 META_SPEC = "zoo.spec"
 META_CLASS_NAMES = "zoo.class_names"
@@ -58,7 +75,9 @@ META_OUTPUTS = "zoo.outputs"
 META_METRICS = "zoo.metrics"
 META_VERSIONS = "zoo.versions"
 META_PROVENANCE = "zoo.provenance"
-META = (META_SPEC, META_CLASS_NAMES, META_INPUT, META_OUTPUTS, META_METRICS, META_VERSIONS, META_PROVENANCE)
+META_VARIANT = "zoo.variant"  # variants only: {"name", "made_from", ...how it was made}
+META = (META_SPEC, META_CLASS_NAMES, META_INPUT, META_OUTPUTS, META_METRICS, META_VERSIONS, META_PROVENANCE,
+        META_VARIANT)
 
 # one row per input dtype zoo writes: numpy name, ONNX type string (onnxruntime), Triton, JS typed array
 DTYPES = {

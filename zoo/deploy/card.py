@@ -55,7 +55,26 @@ def write_card(run, spec, metrics, opset) -> None:
     c = Contract.from_spec(spec)
     parts = [_about(spec, c, metrics, opset), _python(c), _javascript(c), _cpp(c), _browser(c), _serve(c, run),
              _tested()]
-    provenance.save_text(run, CARD_FILE, "\n".join(parts), "export", inputs=[MODEL_ONNX, METRICS_FILE])
+    variants = _verified_variants(run)
+    if variants:  # the table comes from verify.json: the card is then made from it too
+        from zoo.deploy.variants_card import variants_section
+
+        parts.insert(1, variants_section(variants))
+    provenance.save_text(run, CARD_FILE, "\n".join(parts), "export",
+                         inputs=[MODEL_ONNX, METRICS_FILE] + ([VERIFY_FILE] if variants else []))
+
+
+def _verified_variants(run) -> dict | None:
+    """verify.json's content where it is current and holds variants' figures; else None."""
+    from zoo.core.errors import ZooError
+    from zoo.core.files import read_json
+
+    try:
+        provenance.check_chain(Path(run), VERIFY_FILE)
+        report = read_json(Path(run) / VERIFY_FILE)
+    except ZooError:
+        return None
+    return report if report.get("variants") else None
 
 
 def _bare(name: str) -> str:

@@ -104,5 +104,5 @@ def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_de
     files.write_text(model_dir / CONFIG, config)  # last: a polling Triton never sees a config without its model
     run = onnx_path.parent
     if runs.is_run(run) and repo.resolve().is_relative_to(run.resolve()):  # the run's own triton/: provenance too
-        provenance.record_folder(run, repo.resolve().relative_to(run.resolve()).as_posix(), "export", inputs=[MODEL_FILE])
+        provenance.record_folder(run, repo.resolve().relative_to(run.resolve()).as_posix(), "export", inputs=[onnx_path.name])
     return model_dir

@@ -28,7 +28,16 @@ import numpy as np
 
 from zoo.core import provenance
 from zoo.core.arrays import read_tensor_proto
-from zoo.core.contract import META_METRICS, META_SPEC, MODEL_ONNX, TEST_DATA_SET, WEB_DIR, Contract, test_data_name
+from zoo.core.contract import (
+    META_METRICS,
+    META_SPEC,
+    MODEL_ONNX,
+    TEST_DATA_SET,
+    WEB_DIR,
+    Contract,
+    test_data_name,
+    variant_test_data_name,
+)
 from zoo.core.errors import UsageError
 from zoo.deploy.defaults import WEB_PORT
 
@@ -91,15 +100,19 @@ def _ort_version(dist: Path) -> str:
     return "unknown"
 
 
-def _examples(run: Path, contract: Contract) -> dict | None:
-    """test_data_set_0's input and expected outputs for the page's example grid; None where there is none."""
-    if not (run / test_data_name("input", 0)).is_file():
+def _examples(run: Path, contract: Contract, variant=None) -> dict | None:
+    """test_data_set_0's input and expected outputs for the page's example grid (a variant's own
+    outputs, test_data_set_0.<variant>/, for a variant); None where there is none."""
+    def name(kind, i):
+        return test_data_name(kind, i) if variant is None else variant_test_data_name(variant, kind, i)
+
+    if not (run / name("input", 0)).is_file():
         return None
-    x = read_tensor_proto(run / test_data_name("input", 0))
+    x = read_tensor_proto(run / name("input", 0))
     expected = {}
-    for i, name in enumerate(contract.outputs):
-        if (run / test_data_name("output", i)).is_file():
-            expected[name] = read_tensor_proto(run / test_data_name("output", i)).reshape(len(x), -1).tolist()
+    for i, output in enumerate(contract.outputs):
+        if (run / name("output", i)).is_file():
+            expected[output] = read_tensor_proto(run / name("output", i)).reshape(len(x), -1).tolist()
     return {"count": int(len(x)), "shape": list(x.shape), "dtype": str(x.dtype),
             "input_base64": base64.b64encode(np.ascontiguousarray(x).tobytes()).decode("ascii"),
             "expected": expected}
@@ -129,17 +142,22 @@ def _page_config(contract: Contract, examples: dict | None, ort: dict) -> dict:
     }
 
 
-def write_web(run: Path, *, ort_web=None, log=print) -> Path:
-    """Write run/web/ from run/model.onnx; return the folder. Replaces an earlier web/ whole."""
+def write_web(run: Path, *, ort_web=None, log=print, variant=None) -> Path:
+    """Write run/web/ from run/model.onnx (or the verified ONNX `variant`: zoo.stages.variants_verify.verified);
+    return the folder. Replaces an earlier web/ whole."""
     run = Path(run)
     model = run / MODEL_ONNX
     provenance.check_chain(run, MODEL_ONNX)  # the page ships only the model export wrote, made from this run's
+    if variant is not None:
+        from zoo.deploy.variants_card import onnx_variant
+
+        model = onnx_variant(run, variant)
     contract = Contract.from_onnx(model)  # checks the file keeps the contract
     target = run / WEB
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise UsageError(f"{target}: exists and is not a folder zoo wrote (a link or a file); remove it first")
     dist, source = find_ort_web(ort_web, start=run.resolve())
-    examples = _examples(run, contract)
+    examples = _examples(run, contract, variant)
     for stale in run.glob(".web.*"):  # what a killed zoo left (the caller holds the run's lock)
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
@@ -147,7 +165,7 @@ def write_web(run: Path, *, ort_web=None, log=print) -> Path:
     try:
         for name in PAGE_FILES:
             (tmp / name).write_bytes(resources.files("zoo.deploy.assets").joinpath("web", name).read_bytes())
-        shutil.copyfile(model, tmp / MODEL_ONNX)
+        shutil.copyfile(model, tmp / model.name)
         if dist is not None:
             (tmp / "ort").mkdir()
             for name in (ORT_MODULE, ORT_WASM):
@@ -158,7 +176,7 @@ def write_web(run: Path, *, ort_web=None, log=print) -> Path:
             ort = {"source": "cdn", "version": ORT_WEB_VERSION, "module": ORT_CDN + ORT_MODULE,
                    "wasm": ORT_CDN + ORT_WASM,
                    "integrity": {ORT_CDN + name: h for name, h in ORT_INTEGRITY.items()}}
-        config = _page_config(contract, examples, ort)
+        config = {**_page_config(contract, examples, ort), "model": model.name, "variant": variant or "float32"}
         (tmp / "model.json").write_text(json.dumps(config, indent=2) + "\n")
         if examples:
             (tmp / "examples.json").write_text(json.dumps(examples) + "\n")
@@ -170,7 +188,7 @@ def write_web(run: Path, *, ort_web=None, log=print) -> Path:
         for p in [tmp, *tmp.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)
         _swap_in(tmp, target)
-        provenance.record_folder(run, WEB, "export", inputs=[MODEL_ONNX])
+        provenance.record_folder(run, WEB, "export", inputs=[MODEL_ONNX] if variant is None else [model.name])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

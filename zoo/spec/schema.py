@@ -134,12 +134,36 @@ class Train(_Strict):
     schedule: Schedule = Field(default_factory=Schedule)
 
 
+# The gate a variant must pass on the whole test set, unless its entry sets its own: classifiers
+# may lose at most 1 point of accuracy against model.onnx (float32); regression models may have an
+# MSE at most 5% higher (max_mse_increase is relative: (mse - mse_float32) / mse_float32).
+DEFAULT_MAX_ACCURACY_DROP = 0.01
+DEFAULT_MAX_MSE_INCREASE = 0.05
+Gate = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Variant(_Strict):
+    """One export variant beside model.onnx (zoo/core/contract.py VARIANT_FILES) and its gate."""
+
+    name: Literal["int8", "fp16", "ort", "litert", "litert-int8"]
+    max_accuracy_drop: Optional[Gate] = None  # classifiers; default DEFAULT_MAX_ACCURACY_DROP
+    max_mse_increase: Optional[Gate] = None  # regression; default DEFAULT_MAX_MSE_INCREASE
+
+    def gate(self, is_classifier: bool) -> tuple[str, float]:
+        """(the gate's key, its value): the metric drop this variant may show at most."""
+        if is_classifier:
+            return "max_accuracy_drop", (DEFAULT_MAX_ACCURACY_DROP if self.max_accuracy_drop is None
+                                         else self.max_accuracy_drop)
+        return "max_mse_increase", DEFAULT_MAX_MSE_INCREASE if self.max_mse_increase is None else self.max_mse_increase
+
+
 class Export(_Strict):
     opset: Annotated[int, Field(ge=13, le=18, strict=True)] = 17  # tf2onnx 1.17 writes up to 18
     # float32 carries ~7 significant digits; ONNX kernels sum in a different order than
     # TensorFlow's, so 784-term dot products differ by ~1e-6 relative.
     atol: Annotated[float, Field(gt=0.0)] = 1e-4
     rtol: Annotated[float, Field(gt=0.0)] = 1e-3
+    variants: list[Variant] = Field(default_factory=list, max_length=5)  # none: model.onnx only
 
 
 class Spec(_Strict):
@@ -277,5 +301,21 @@ def check_training_extras(spec):
             yield f"model.hidden[{i}].negative_slope", "only activation 'leaky_relu' takes negative_slope"
 
 
+def check_variants(spec):
+    seen = set()
+    for i, v in enumerate(spec.export.variants):
+        if v.name in seen:
+            yield f"export.variants[{i}].name", f"{v.name!r} is listed twice; list each variant once"
+        seen.add(v.name)
+        if not spec.is_classifier and v.name in ("int8", "litert-int8"):
+            yield (f"export.variants[{i}].name", f"{v.name} cannot apply to a {spec.model.kind} (regression) model: "
+                   f"int8 quantizes its predictions to 256 levels; use fp16, ort or litert")
+        wrong = "max_mse_increase" if spec.is_classifier else "max_accuracy_drop"
+        if getattr(v, wrong) is not None:
+            right = "max_accuracy_drop" if spec.is_classifier else "max_mse_increase"
+            yield f"export.variants[{i}].{wrong}", f"a {'classifier' if spec.is_classifier else 'regression'} model's gate is {right}"
+
+
 CHECKS = [check_classifier_fields, check_class_names, check_hidden, check_data_source,
-          check_data_matches_model, check_optimizer, check_preprocessing, check_training_extras]
+          check_data_matches_model, check_optimizer, check_preprocessing, check_training_extras,
+          check_variants]

@@ -176,7 +176,7 @@ def export_run(spec: Spec, run: Path, *, opset=None, metrics=None, log=print):
 # on jax or torch is exported (and verified) by a child process on TensorFlow, which works on
 # the run under the lock its parent holds and hands it (runs.adopted).
 
-def export_in_tensorflow(lock, *, opset=None, atol=None, rtol=None, data_dir=None, verify=True) -> None:
+def export_in_tensorflow(lock, *, opset=None, atol=None, rtol=None, data_dir=None, verify=True, variants=()) -> None:
     """Run this module's main() on TensorFlow for the locked run `lock.run`; ExportError if it fails."""
     cmd = [sys.executable, "-m", "zoo.stages.export", str(lock.run), "--lock-fd", str(lock.fd)]
     for flag, value in (("--opset", opset), ("--atol", atol), ("--rtol", rtol), ("--data-dir", data_dir)):
@@ -184,6 +184,8 @@ def export_in_tensorflow(lock, *, opset=None, atol=None, rtol=None, data_dir=Non
             cmd += [flag, str(value)]
     if not verify:
         cmd.append("--no-verify")
+    for name in variants:
+        cmd += ["--variant", name]
     done = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": "tensorflow"}, pass_fds=(lock.fd,))
     if done.returncode:
         raise ExportError(f"exporting {lock.run} under the tensorflow backend failed (exit {done.returncode})")
@@ -201,6 +203,7 @@ def _parse(argv):
     p.add_argument("--rtol", type=float)
     p.add_argument("--data-dir")
     p.add_argument("--no-verify", action="store_true")
+    p.add_argument("--variant", action="append", default=[])
     return p.parse_args(argv)
 
 
@@ -223,6 +226,11 @@ def _export_and_verify(args) -> None:
         model = export_run(spec, args.run, opset=args.opset)
         if not args.no_verify:
             verify_run(spec, args.run, model=model, atol=args.atol, rtol=args.rtol, data_dir=args.data_dir)
+        if spec.export.variants or args.variant:
+            from zoo.stages.variants_verify import run_variants
+
+            run_variants(spec, args.run, args.variant, model=model, data_dir=args.data_dir, verify=not args.no_verify,
+                         atol=args.atol, rtol=args.rtol)
 
 
 if __name__ == "__main__":

@@ -115,10 +115,17 @@ def predict_file(model_path, input_path, top_k=3) -> list[dict]:
     from zoo.core.contract import LABELED_OUTPUT, Contract
     from zoo.core.runtime import session
 
-    sess = session(Path(model_path))
-    c = Contract.from_session(sess, model_path)  # checks inputs, outputs and metadata first
-    x = read_input(Path(input_path), list(c.input_shape), c.input_dtype)
-    out = dict(zip(c.outputs, sess.run(list(c.outputs), {sess.get_inputs()[0].name: x})))
+    if Path(model_path).suffix == ".tflite":  # a LiteRT variant: the LiteRT interpreter runs it
+        from zoo.stages.variants_verify import open_model
+
+        c, run, _ = open_model(Path(model_path))
+        x = read_input(Path(input_path), list(c.input_shape), c.input_dtype)
+        out = dict(zip(c.outputs, run(list(c.outputs), x)))
+    else:  # model.onnx, an ONNX variant or an .ort file
+        sess = session(Path(model_path))
+        c = Contract.from_session(sess, model_path)  # checks inputs, outputs and metadata first
+        x = read_input(Path(input_path), list(c.input_shape), c.input_dtype)
+        out = dict(zip(c.outputs, sess.run(list(c.outputs), {sess.get_inputs()[0].name: x})))
     if not c.is_classifier:
         return [{"index": i, PREDICTIONS: row.tolist()} for i, row in enumerate(out[c.outputs[0]])]
     classes = c.labels()

@@ -69,8 +69,9 @@ def _from_repository(repo: Path) -> list[Served]:
     return served
 
 
-def find_models(targets) -> list[Served]:
-    """The models named by run folders, Triton repositories or .onnx files.
+def find_models(targets, variant=None) -> list[Served]:
+    """The models named by run folders, Triton repositories or .onnx files (`variant`: each run
+    folder's verified ONNX variant of that name instead of its model.onnx).
 
     Raises:
         UsageError: a target is missing, not exported, or two models share a name.
@@ -83,7 +84,12 @@ def find_models(targets) -> list[Served]:
         if p.is_file() and p.suffix == ".onnx":
             served.append(Served(p, Contract.from_onnx(p)))
         elif p.is_dir() and (p / repo_format.MODEL_FILE).is_file():
-            served.append(Served(p / repo_format.MODEL_FILE, Contract.from_onnx(p / repo_format.MODEL_FILE)))
+            onnx = p / repo_format.MODEL_FILE
+            if variant is not None:
+                from zoo.deploy.variants_card import onnx_variant
+
+                onnx = onnx_variant(p, variant)
+            served.append(Served(onnx, Contract.from_onnx(onnx)))
         elif p.is_dir() and any(p.glob(f"*/{repo_format.CONFIG}")):
             served += _from_repository(p)
         elif p.is_dir() and (p / SPEC_FILE).is_file():

@@ -35,14 +35,14 @@ from zoo.deploy.serve.models import Served, find_models, write_repository
 
 
 def serve(targets, *, host=HOST, port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_port=METRICS_PORT,
-          instances=INSTANCES, verbose=False, log=print) -> None:
+          instances=INSTANCES, verbose=False, log=print, variant=None) -> None:
     """Serve the models until Ctrl-C or SIGTERM; then stop Triton (and nginx) and return.
 
     Raises:
         UsageError: no servable model, a port in use, or the serve extra not installed.
         ServerError: Triton or nginx did not start, or one of them stopped while serving.
     """
-    served = find_models(targets)
+    served = find_models(targets, variant)
     _check_ports(host, port, grpc_port, metrics_port)
     pytriton = process.load_pytriton()
     logs = tempfile.TemporaryDirectory(prefix="zoo-serve-")

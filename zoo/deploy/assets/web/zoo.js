@@ -36,7 +36,7 @@ async function init() {
   const wasm = await fetch(config.ort.wasm, integrity ? { integrity } : {});
   if (!wasm.ok) throw new Error(`cannot load ${config.ort.wasm}: HTTP ${wasm.status}`);
   ort.env.wasm.wasmBinary = await wasm.arrayBuffer(); // the only copy used: never another URL
-  session = await ort.InferenceSession.create("model.onnx", { executionProviders: ["wasm"] });
+  session = await ort.InferenceSession.create(config.model || "model.onnx", { executionProviders: ["wasm"] });
   return config;
 }
 
@@ -96,6 +96,7 @@ async function setUp() {
   const where = config.ort.source === "local" ? "local copy in ort/" : `CDN, ${config.ort.module}`;
   $("footer").textContent = `Input "${config.input.name}" [batch, ${config.input.shape}] ${config.input.dtype}; ` +
     `outputs ${config.outputs.join(", ")}. Test metrics: ${metrics || "not recorded"}. ` +
+    `Model: ${config.model || "model.onnx"} (variant ${config.variant || "float32"}). ` +
     `onnxruntime-web ${config.ort.version} (WebAssembly, ${where}).`;
   if (config.view === "image") setUpImage();
   else setUpForm();
