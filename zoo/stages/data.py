@@ -38,6 +38,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: list[str] | None
     source: str  # what was read, for metrics.json and the model card
+    table: object = None  # tables: zoo.stages.tabular.TableSplit (fitted preprocessing, raw rows)
 
     def digest(self) -> str:
         """sha256 of the arrays as the model sees them: the data's identity in provenance.json."""
@@ -269,6 +270,8 @@ def load_dataset(spec: Spec, directory=None) -> Dataset:
     """Load and check the data a spec names. Raises DataError."""
     directory = data_dir(directory)
     kind = spec.data.dataset
+    if spec.is_table:
+        return _table(spec, directory)
     if kind == "fashion_mnist":
         parts = _fashion_mnist(directory)
     elif kind == "mnist":
@@ -287,3 +290,14 @@ def load_dataset(spec: Spec, directory=None) -> Dataset:
     if spec.data.limit:
         x_train, y_train = x_train[: spec.data.limit], y_train[: spec.data.limit]
     return Dataset(x_train, y_train, x_test, y_test, spec.model.class_names or class_names, source)
+
+
+def _table(spec: Spec, directory: Path) -> Dataset:
+    """A table (zoo.stages.tabular): features encoded with preprocessing fitted on the training split."""
+    from zoo.stages import tabular
+
+    path = tabular.penguins_csv() if spec.data.dataset == "penguins" else resolve_path(spec.data.path, directory)
+    x_train, y_train, x_test, y_test, class_names, source, split = tabular.load_table(spec, path)
+    if spec.data.limit:
+        x_train, y_train = x_train[: spec.data.limit], y_train[: spec.data.limit]
+    return Dataset(x_train, y_train, x_test, y_test, class_names, source, split)
