@@ -326,3 +326,20 @@ def test_triton_config_has_one_typed_input_per_column_and_serve_says_it_cannot_y
     assert 'name: "body_mass_g"\n    data_type: TYPE_FP32\n    dims: [ 1 ]' in config
     done = zoo("serve", copy)
     assert done.returncode == 2 and "not served by zoo serve yet" in done.stderr
+
+
+def test_zoo_sweep_runs_a_table_spec(zoo, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("palmerpenguins") is None or importlib.util.find_spec("optuna") is None:
+        pytest.skip("needs palmerpenguins and the sweep extra: pip install -e '.[sweep]'")
+    done = zoo("sweep", ROOT / "specs" / "penguins-softmax.json", "--set", "train.learning_rate=0.05,0.1",
+               "--set", "train.folds=null", "--epochs", "2", "--workers", "1", timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = next((tmp_path / "exports" / "sweeps").glob("*/results.csv")).read_text().splitlines()
+    assert len(results) == 3 and all(",complete," in line for line in results[1:])
+    runs = [p for p in (tmp_path / "exports").glob("penguins-softmax-*") if p.is_dir()]
+    assert len(runs) == 2
+    for run in runs:
+        assert json.loads((run / "verify.json").read_text())["status"] == "passed"
+        assert len(list((run / "test_data_set_0").glob("input_*.pb"))) == 7
