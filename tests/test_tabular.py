@@ -343,3 +343,65 @@ def test_zoo_sweep_runs_a_table_spec(zoo, tmp_path):
     for run in runs:
         assert json.loads((run / "verify.json").read_text())["status"] == "passed"
         assert len(list((run / "test_data_set_0").glob("input_*.pb"))) == 7
+
+
+def test_the_page_has_a_form_per_column_and_predict_takes_an_object(penguins, tmp_path):
+    """In Chromium, offline, as tests/test_web.py drives the image pages."""
+    import threading
+
+    import onnxruntime as ort
+
+    chromium = Path("/usr/bin/chromium")
+    if not chromium.is_file() or not (ROOT / "node_modules" / "onnxruntime-web" / "dist").is_dir():
+        pytest.skip("needs Debian's chromium and npm onnxruntime-web: run `bash .ci/setup-web.sh` (as root)")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    from zoo.deploy.web import make_server
+
+    run, _ = penguins
+    copy = tmp_path / run.name
+    shutil.copytree(run, copy)
+    done = subprocess.run([sys.executable, "-m", "zoo", "export", str(copy), "--no-onnx", "--web"],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    model = json.loads((copy / "web" / "model.json").read_text())
+    assert model["view"] == "table" and [c["name"] for c in model["columns"]][:2] == ["island", "bill_length_mm"]
+    server = make_server(copy, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    rows = {"island": ["Biscoe", "Atlantis", None], "bill_length_mm": [45.2, None, 39], "bill_depth_mm": [14.8, 18, ""],
+            "flipper_length_mm": [212, 190, 185], "body_mass_g": [5200, None, 3500], "sex": ["female", "", "male"],
+            "year": [2009, 2008, None]}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(chromium), args=["--no-sandbox"])
+            page = browser.new_page()
+            page.route("**/*", lambda r: r.continue_() if r.request.url.startswith(origin + "/") else r.abort())
+            page.goto(origin + "/")
+            page.wait_for_function("document.getElementById('status').textContent.startsWith('ready')", timeout=30000)
+            got = page.evaluate("(rows) => window.zoo.predict(rows)", rows)
+            assert page.locator("#form input").count() == 7
+            assert page.locator("#choices-island option").count() == 3
+            page.fill("input[name=island]", "Biscoe")
+            page.fill("input[name=bill_length_mm]", "45.2")
+            page.fill("input[name=bill_depth_mm]", "14.8")
+            page.fill("input[name=flipper_length_mm]", "212")
+            page.fill("input[name=body_mass_g]", "")  # blank: missing
+            page.fill("input[name=sex]", "female")
+            page.click("#run")
+            page.wait_for_function("window.zoo.current && window.zoo.current.input.body_mass_g === ''")
+            shown = page.inner_text("#bars")
+            error = page.evaluate("() => window.zoo.predict({island: 'Biscoe'}).then(() => '', (e) => e.message)")
+            page.screenshot(path=str(tmp_path / "penguins-page.png"), full_page=True)
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    prep = tabular.Preprocessing.from_json(json.loads((run / "preprocessing.json").read_text()))
+    feeds = {c.input: (np.array([["" if v is None else str(v)] for v in rows[c.name]], dtype=object)
+                       if c.kind != "numeric" else
+                       np.array([[np.nan if v in (None, "") else v] for v in rows[c.name]], np.float32))
+             for c in prep.columns}
+    want = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"]).run(["probabilities"], feeds)[0]
+    np.testing.assert_allclose(np.asarray(got["probabilities"]), want, atol=1e-5)
+    assert shown.splitlines()[0] == "Gentoo"
+    assert error == 'predict(row): no column "bill_length_mm"'

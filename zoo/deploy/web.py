@@ -28,7 +28,16 @@ import numpy as np
 
 from zoo.core import provenance
 from zoo.core.arrays import read_tensor_proto
-from zoo.core.contract import META_METRICS, META_SPEC, MODEL_ONNX, TEST_DATA_SET, WEB_DIR, Contract, test_data_name
+from zoo.core.contract import (
+    META_COLUMNS,
+    META_METRICS,
+    META_SPEC,
+    MODEL_ONNX,
+    TEST_DATA_SET,
+    WEB_DIR,
+    Contract,
+    test_data_name,
+)
 from zoo.core.errors import UsageError
 from zoo.deploy.defaults import WEB_PORT
 
@@ -93,7 +102,7 @@ def _ort_version(dist: Path) -> str:
 
 def _examples(run: Path, contract: Contract) -> dict | None:
     """test_data_set_0's input and expected outputs for the page's example grid; None where there is none."""
-    if not (run / test_data_name("input", 0)).is_file():
+    if contract.is_table or not (run / test_data_name("input", 0)).is_file():  # a table: the form only
         return None
     x = read_tensor_proto(run / test_data_name("input", 0))
     expected = {}
@@ -121,7 +130,8 @@ def _page_config(contract: Contract, examples: dict | None, ort: dict) -> dict:
         "description": spec.get("description", ""),
         "dataset": dataset,
         "metrics": contract.metadata.get(META_METRICS) or {},
-        "view": "image" if image else "form",
+        "view": "image" if image else "table" if contract.is_table else "form",
+        "columns": contract.metadata.get(META_COLUMNS) if contract.is_table else None,
         "drawing": {"style": "digit" if dataset in DIGIT_DATASETS or contract.labels() == DIGITS else "fill", "ink": ink,
                     "background": 0, "polarity": "light on dark"},
         "ort": ort,
