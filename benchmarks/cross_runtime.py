@@ -291,7 +291,9 @@ def main(argv=None) -> int:
                         else fn(run, x, names, args.repeats)
                 except Exception as e:
                     if contract.is_table:  # string tensors: say which runtime does not take them, and why
-                        unsupported.append(f"{name}: {runtime} does not run it: {str(e).splitlines()[0][:200]}")
+                        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+                        why = next((ln for ln in lines if "LabelEncoder" in ln or "string" in ln.lower()), lines[-1] if lines else "")
+                        unsupported.append(f"{name}: {runtime} does not run it: {why[:200]}")
                         continue
                     print(f"{name}: {runtime} failed: {str(e)[:200]}")
                     failures += 1
