@@ -161,7 +161,7 @@ def train_options(fn):
 def _report_training(metrics, run):
     test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
     click.echo(f"test: {test}  ({metrics['wall_seconds']:.1f}s, {metrics['device']})")
-    if "w" in metrics:
+    if "w" in metrics and len(metrics["w"]) <= 16:  # d2l's few weights; a table's hundreds stay in metrics.json
         click.echo(f"learned w = {[round(v, 4) for v in metrics['w']]}, b = {[round(v, 4) for v in metrics['b']]}")
     click.echo(f"wrote {run}/model.keras, history.json, metrics.json, curves.png")
 

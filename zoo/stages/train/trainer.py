@@ -314,7 +314,7 @@ def metrics_record(s: Session, test: dict, best_epoch: int, dataset, device_name
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "versions": backend_mod.versions(),
     }
-    if not s.spec.is_classifier:
+    if s.spec.model.kind == "linear":  # the learned line (an mlp regression's last layer is no line)
         weights = s.model.get_layer(PREDICTIONS).weights[:2]
         kernel, bias = (np.asarray(keras.ops.convert_to_numpy(w)) for w in weights)
         metrics["w"] = kernel.reshape(-1).tolist()
