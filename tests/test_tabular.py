@@ -405,3 +405,24 @@ def test_the_page_has_a_form_per_column_and_predict_takes_an_object(penguins, tm
     np.testing.assert_allclose(np.asarray(got["probabilities"]), want, atol=1e-5)
     assert shown.splitlines()[0] == "Gentoo"
     assert error == 'predict(row): no column "bill_length_mm"'
+
+
+def test_verify_catches_a_preprocessing_graph_that_swaps_two_categories(penguins, zoo, tmp_path):
+    import onnx
+    from onnx import helper
+
+    run, _ = penguins
+    copy = tmp_path / "exports" / run.name
+    shutil.copytree(run, copy)
+    model = onnx.load(str(copy / "model.onnx"))
+    (encoder,) = [n for n in model.graph.node if n.op_type == "LabelEncoder" and n.input[0] == "sex"]
+    values = next(a for a in encoder.attribute if a.name == "values_int64s")
+    swapped = list(values.ints)
+    swapped[0], swapped[1] = swapped[1], swapped[0]  # female <-> male
+    encoder.attribute.remove(values)
+    encoder.attribute.append(helper.make_attribute("values_int64s", swapped))
+    onnx.save(model, str(copy / "tampered.onnx"))
+    done = zoo("verify", copy / "tampered.onnx")
+    assert done.returncode == 6, done.stderr
+    assert "does not match the Keras model" in done.stderr
+    assert json.loads((copy / "verify.json").read_text())["status"] == "failed"
