@@ -426,3 +426,12 @@ def test_verify_catches_a_preprocessing_graph_that_swaps_two_categories(penguins
     assert done.returncode == 6, done.stderr
     assert "does not match the Keras model" in done.stderr
     assert json.loads((copy / "verify.json").read_text())["status"] == "failed"
+
+
+def test_a_csv_spec_meeting_text_points_to_the_table_dataset(tmp_path):
+    spec = validate({"version": 1, "name": "t", "model": {"kind": "softmax", "input_shape": [3], "num_classes": 2},
+                     "data": {"dataset": "csv", "path": str(write(tmp_path, GOOD)), "label_column": "kind"}})
+    with pytest.raises(DataError) as e:
+        load_dataset(spec)
+    assert "line 2, column 'name' is 'a', not a number" in str(e.value)
+    assert 'use "dataset": "table"' in str(e.value)
