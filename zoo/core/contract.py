@@ -168,7 +168,8 @@ class Contract:
         """The contract of a loaded onnxruntime session (onnxruntime only: no onnx, no TensorFlow)."""
         inputs = sess.get_inputs()
         outputs = tuple(o.name for o in sess.get_outputs())
-        if len(inputs) > 1 or (inputs and inputs[0].type == STRING_DTYPE["onnx"]):
+        props = sess.get_modelmeta().custom_metadata_map  # a table says so (zoo.columns), or takes strings
+        if META_COLUMNS in props or any(i.type == STRING_DTYPE["onnx"] for i in inputs):
             return cls._table_from_session(sess, inputs, outputs, source)
         check_signature([i.name for i in inputs], outputs, source, allow_other_input_name=True)
         inp = inputs[0]
