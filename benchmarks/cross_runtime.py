@@ -1,5 +1,9 @@
 """Cross-runtime agreement: every exported catalog model on test_data_set_0 in five runtimes.
 
+Table models (one named input per column, some of them strings) go through each runtime
+with those inputs; a runtime that cannot take them is named with its error, not counted
+as a disagreement.
+
 For each spec in specs/ whose data is here, the model is trained briefly (--epochs, default
 1: the arithmetic, not the accuracy, is under test) and exported by the real `zoo run`, or
 taken from --runs where a run of that name is already exported. Its test_data_set_0 batch
@@ -67,6 +71,13 @@ def read_tensor(path: Path) -> np.ndarray:
     return numpy_helper.to_array(onnx.load_tensor(str(path)))
 
 
+def read_inputs(run: Path, contract):
+    """test_data_set_0's input: one array, or a table's {input name: array} (input_N.pb in input order)."""
+    if not contract.is_table:
+        return read_tensor(run / TEST_DATA_SET / "input_0.pb")
+    return {name: read_tensor(run / TEST_DATA_SET / f"input_{i}.pb") for i, (name, _, _) in enumerate(contract.columns)}
+
+
 def timed(fn, repeats, warmup=5):
     for _ in range(warmup):
         out = fn()
@@ -78,12 +89,26 @@ def timed(fn, repeats, warmup=5):
     return out, ms
 
 
+def feeds_of(x) -> dict:
+    """A model's inputs: {"input": x}, or a table's {input name: [batch, 1] array} as given."""
+    return x if isinstance(x, dict) else {"input": x}
+
+
+def plain(a: np.ndarray) -> list:
+    """An input's values for JSON: Python str and float, NaN (missing) as None."""
+    return [None if isinstance(v, float) and v != v else v for v in a.ravel().tolist()]
+
+
+def batch_of(x) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
 def run_onnxruntime(model, x, names, repeats):
     import onnxruntime as ort
 
     ort.set_default_logger_severity(3)
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    out, ms = timed(lambda: session.run(names, {"input": x}), repeats)
+    out, ms = timed(lambda: session.run(names, feeds_of(x)), repeats)
     return dict(zip(names, out)), ms
 
 
@@ -94,7 +119,7 @@ def run_openvino(model, x, names, repeats):
     request = compiled.create_infer_request()
 
     def call():
-        request.infer({"input": x})
+        request.infer(feeds_of(x))
         return {n: request.get_tensor(n).data.copy() for n in names}
 
     return timed(call, repeats)
@@ -104,7 +129,7 @@ def run_reference(model, x, names, repeats):
     from onnx.reference import ReferenceEvaluator
 
     evaluator = ReferenceEvaluator(str(model))
-    out, ms = timed(lambda: evaluator.run(names, {"input": x}), max(3, repeats // 10), warmup=1)
+    out, ms = timed(lambda: evaluator.run(names, feeds_of(x)), max(3, repeats // 10), warmup=1)
     return dict(zip(names, out)), ms
 
 
@@ -161,14 +186,23 @@ def run_node(model, x, names, repeats):
     if node is None or not (ROOT / "node_modules" / "onnxruntime-node").is_dir():
         raise RuntimeError("needs node and onnxruntime-node (bash .ci/setup-web.sh)")
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "x.bin").write_bytes(np.ascontiguousarray(x).tobytes())
+        if isinstance(x, dict):  # a table: every input as JSON (null = NaN), dtype and dims
+            inputs = Path(tmp) / "x.json"
+            inputs.write_text(json.dumps({n: {"dtype": "string" if a.dtype == object else "float32", "dims": list(a.shape),
+                                              "data": plain(a)}
+                                          for n, a in x.items()}))
+            dtype, dims = "table", "[]"
+        else:
+            inputs = Path(tmp) / "x.bin"
+            inputs.write_bytes(np.ascontiguousarray(x).tobytes())
+            dtype, dims = str(x.dtype), json.dumps(list(x.shape))
         done = subprocess.run([node, str(Path(__file__).with_name("cross_runtime_node.mjs")), str(model),
-                               str(Path(tmp) / "x.bin"), str(x.dtype), json.dumps(list(x.shape)), str(repeats),
+                               str(inputs), dtype, dims, str(repeats),
                                str(Path(tmp) / "out.json")], capture_output=True, text=True, timeout=300)
         if done.returncode:
             raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
         result = json.loads((Path(tmp) / "out.json").read_text())
-    outputs = {n: np.asarray(result["outputs"][n], np.float32).reshape(len(x), -1) for n in names}
+    outputs = {n: np.asarray(result["outputs"][n], np.float32).reshape(batch_of(x), -1) for n in names}
     return outputs, result["ms"]
 
 
@@ -195,9 +229,13 @@ class Browser:
         try:
             page.goto(f"http://127.0.0.1:{server.server_address[1]}/")
             page.evaluate("window.zoo.ready")
-            kind = "Uint8Array" if x.dtype == np.uint8 else "Float32Array"
+            if isinstance(x, dict):  # a table: window.zoo.predict takes an object of columns (null = missing)
+                make, values = "values", {n: plain(a) for n, a in x.items()}
+            else:
+                make = f"new {'Uint8Array' if x.dtype == np.uint8 else 'Float32Array'}(values)"
+                values = x.ravel().tolist()
             result = page.evaluate(f"""async ([values, repeats]) => {{
-                const x = new {kind}(values);
+                const x = {make};
                 let out;
                 for (let i = 0; i < 5; i++) out = await window.zoo.predict(x);
                 const ms = [];  // blocks of 10 calls: performance.now() is coarse (100 us) in a page
@@ -207,7 +245,7 @@ class Browser:
                     ms.push((performance.now() - t0) / 10);
                 }}
                 return {{out, ms}};
-            }}""", [x.ravel().tolist(), repeats])
+            }}""", [values, repeats])
         finally:
             page.close()
             server.shutdown()
@@ -283,7 +321,7 @@ def main(argv=None) -> int:
         print(f"browser: not run ({e})")
     runners = {"onnxruntime": run_onnxruntime, "node": run_node,
                "browser": browser.run if browser else None, "openvino": run_openvino, "onnx.reference": run_reference}
-    rows, failures, skipped = [], 0, []
+    rows, failures, skipped, unsupported = [], 0, [], []
     try:
         for spec_path in specs:
             name = json.loads(spec_path.read_text())["name"]
@@ -297,7 +335,7 @@ def main(argv=None) -> int:
             atol, rtol = spec["export"]["atol"], spec["export"]["rtol"]
             contract = Contract.from_onnx(run / "model.onnx")
             names = list(contract.outputs)
-            x = read_tensor(run / TEST_DATA_SET / "input_0.pb")
+            x = read_inputs(run, contract)
             keras = {n: read_tensor(run / TEST_DATA_SET / f"output_{i}.pb") for i, n in enumerate(names)}
             results = {}
             for runtime in RUNTIMES:
@@ -308,6 +346,11 @@ def main(argv=None) -> int:
                     results[runtime] = fn(run / "model.onnx", x, names, args.repeats) if runtime != "browser" \
                         else fn(run, x, names, args.repeats)
                 except Exception as e:
+                    if contract.is_table:  # string tensors: say which runtime does not take them, and why
+                        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+                        why = next((ln for ln in lines if "LabelEncoder" in ln or "string" in ln.lower()), lines[-1] if lines else "")
+                        unsupported.append(f"{name}: {runtime} does not run it: {why[:200]}")
+                        continue
                     print(f"{name}: {runtime} failed: {str(e)[:200]}")
                     failures += 1
             ref = results["onnxruntime"][0]
@@ -328,7 +371,7 @@ def main(argv=None) -> int:
             browser.close()
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"batch: test_data_set_0 ({len(x) if rows else 16} examples); tolerance: each spec's atol + rtol·|keras| "
+    print(f"batch: test_data_set_0 ({batch_of(x) if rows else 16} examples); tolerance: each spec's atol + rtol·|keras| "
           "(1e-4 + 1e-3·|keras| for the catalog), and the same argmax as onnxruntime\n")
     print("| model | runtime | max abs diff vs onnxruntime | max abs diff vs Keras | within tolerance "
           "| ms per batch (median) | × onnxruntime | timed samples | note |")
@@ -340,6 +383,8 @@ def main(argv=None) -> int:
               f"| {ms / base[name]:.1f} | {n} | {note} |")
     for line in skipped:
         print(f"\nnot run: {line}")
+    for line in unsupported:
+        print(f"\ntable model not taken: {line}")
     print(f"\n{'all runtimes agree' if not failures else f'{failures} disagreement(s) or failure(s)'}")
     return 1 if failures else 0
 

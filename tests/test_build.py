@@ -21,6 +21,9 @@ def test_every_catalog_model_has_the_parameters_the_catalog_computes(keras, path
     from zoo.stages.build import build_model
 
     spec = load_spec(path)
+    if spec.is_table:  # the width is the encoded columns': found from the data (tests/test_tabular.py)
+        assert spec.model.input_shape is None and count_params(spec) is None
+        return
     model = build_model(spec)
     assert model.count_params() == count_params(spec)
     assert model.layers[-1].name == (contract.LOGITS if spec.is_classifier else contract.PREDICTIONS)

@@ -62,6 +62,9 @@ def test_catalog_parameter_counts_equal_keras():
 
     for path in catalog_specs():
         spec = load_spec(path)
+        if spec.is_table:  # its width comes from the data: `zoo list` says "by data"
+            assert count_params(spec) is None
+            continue
         model = build_model(spec)
         assert model.count_params() == count_params(spec), path.name
 

@@ -597,6 +597,8 @@ def _schema_leaves(schema, node=None, path="", out=None):
     for key in ("anyOf", "oneOf", "allOf"):
         for alt in node.get(key, []):
             _schema_leaves(schema, alt, path, out)
+    if node.get("type") == "object" and path in KEYED_BY_DATA:  # {column: kind}: the values are a closed set
+        return _schema_leaves(schema, node["additionalProperties"], f"{path}{{}}", out)
     if node.get("type") == "object":
         assert node.get("additionalProperties") is False, f"{path} takes keys it does not name"
         for name, sub in node["properties"].items():
@@ -609,6 +611,7 @@ def _schema_leaves(schema, node=None, path="", out=None):
 
 
 FREE_TEXT = {"description", "model.class_names[]", "data.path", "data.label_column"}  # shown or opened, never imported
+KEYED_BY_DATA = {"data.columns"}  # keys are a CSV's column names, only matched against its header
 
 
 def test_a_spec_cannot_name_a_python_object():

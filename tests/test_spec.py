@@ -39,7 +39,7 @@ def test_defaults_filled_from_one_place():
     resolved = resolve(validate(data))
     assert resolved["train"] == {"optimizer": "sgd", "learning_rate": 0.1, "momentum": 0.0, "weight_decay": None,
                                  "batch_size": 256, "epochs": 10, "seed": 0, "validation": "test",
-                                 "early_stopping": None,
+                                 "early_stopping": None, "folds": None,
                                  "schedule": {"kind": "constant", "step_size": None, "gamma": None, "min_learning_rate": None}}
     assert resolved["model"]["kernel_initializer"] == "glorot_uniform"
     assert resolved["export"] == {"opset": 17, "atol": 1e-4, "rtol": 1e-3, "variants": []}
@@ -95,6 +95,10 @@ MALFORMED = [
     ("synthetic-shape", LIN, [(("model", "input_shape"), [3])], "model.input_shape", "shape [2]"),
     ("hidden-not-list", MLP, [(("model", "hidden"), {"units": 3})], "model.hidden", "list"),
     ("validation-bad", MLP, [(("train", "validation"), 1.5)], "train.validation", "received 1.5"),
+    # tables (check_table)
+    ("columns-not-table", MLP, [(("data", "columns"), {"a": "drop"})], "data.columns", "only tables"),
+    ("table-with-shape", MLP, [(("data", "dataset"), "penguins")], "model.input_shape", "remove input_shape"),
+    ("one-fold", MLP, [(("train", "folds"), 1)], "train.folds", "greater than or equal to 2"),
     # kernel_initializer, leaky_relu's slope, early stopping, schedules (check_training_extras)
     ("bad-initializer", MLP, [(("model", "kernel_initializer"), "orthogonal")], "model.kernel_initializer", "he_normal"),
     ("initializer-object-name", MLP, [(("model", "kernel_initializer"), {"name": "he_normal", "stddev": 1})],
@@ -156,9 +160,9 @@ def test_a_dozen_errors_are_reported_at_once():
 def test_every_cross_field_check_has_a_case():
     """Each named check is exercised by at least one malformed case above."""
     words = " ".join(c[4] for c in MALFORMED)
-    assert len(CHECKS) == 9
+    assert len(CHECKS) == 10
     for phrase in ["takes no num_classes", "expected 10 names", "at least one hidden layer", "give its path",
-                   "[28, 28]", "takes no momentum", "needs validation", "listed twice"]:
+                   "[28, 28]", "takes no momentum", "needs validation", "listed twice", "only tables"]:
         assert phrase in words
 
 

@@ -276,3 +276,17 @@ def test_an_interrupted_quantization_leaves_no_half_written_file(digits, tmp_pat
     assert after == before, (out, err)
     record = json.loads((run / "provenance.json").read_text())[FILES["int8"]]
     assert record["sha256"] == hashlib.sha256(after).hexdigest()
+
+
+def test_variants_are_refused_for_table_models_until_they_are_made_for_them():
+    import json
+
+    from conftest import SPECS
+
+    from zoo.core.errors import SpecError
+    from zoo.spec import validate
+
+    data = json.loads((SPECS / "penguins-softmax.json").read_text())
+    data.setdefault("export", {})["variants"] = [{"name": "fp16"}]
+    with pytest.raises(SpecError, match="not yet for tables"):
+        validate(data)

@@ -293,6 +293,21 @@ def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=
         return report
 
 
+def table_columns(spec: SpecLike, *, data_dir=None) -> list[dict]:
+    """A table spec's feature columns as zoo reads them from the training split: name, ONNX
+    input, kind and how it was chosen (inferred or the spec's), fitted figures. [] for other specs.
+
+    Raises DataError for a table zoo cannot read (a ragged row, a stray word, ...).
+    """
+    spec = load_spec(spec)
+    if not spec.is_table:
+        return []
+    from zoo.stages.data import load_dataset
+
+    prep = load_dataset(spec, data_dir).table.prep
+    return [{**c, "how": prep.inferred.get(c["name"], "")} for c in prep.to_json()["columns"]]
+
+
 def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:
     """Run an exported model with onnxruntime alone on a .npy, an image, a .csv or a TensorProto .pb.
 

@@ -52,7 +52,7 @@ def list_cmd(folder):
     width = max(len(r["file"]) for r in rows)
     click.echo(f"{'spec':<{width}}  {'kind':<7}  {'dataset':<16}  {'params':>9}  description")
     for r in rows:
-        params = f"{r['params']:,}" if r["params"] is not None else "invalid"
+        params = f"{r['params']:,}" if r["params"] is not None else "invalid" if r["kind"] == "?" else "by data"
         click.echo(f"{r['file']:<{width}}  {r['kind']:<7}  {r['dataset']:<16}  {params:>9}  {r['description'][:60]}")
 
 
@@ -77,17 +77,31 @@ def schema(out):
 
 @main.command()
 @click.argument("spec_file", metavar="SPEC", type=click.Path())
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Dataset folder, for a table's columns [default: $ZOO_DATA_DIR, else ~/.keras/datasets].")
 @handled
-def check(spec_file):
-    """Validate a spec and print it with every default filled in.
+def check(spec_file, data_dir):
+    """Validate a spec and print it with every default filled in; for a table, also each
+    column's kind (inferred from the training split, or the spec's) and fitted figures.
 
     \b
     Example:
       zoo check specs/mnist-mlp.json
     """
+    from zoo import api
     from zoo.spec import dumps
 
-    click.echo(dumps(load_spec(spec_file)), nl=False)
+    spec = load_spec(spec_file)
+    click.echo(dumps(spec), nl=False)
+    columns = api.table_columns(spec, data_dir=data_dir)
+    if columns:
+        click.echo(f"columns of {spec.data.path or spec.data.dataset} (label {spec.data.label_column!r}), "
+                   f"as read from the training split:")
+        for c in columns:
+            fitted = (f"mean {c['mean']:.4g}, std {c['std']:.4g}" if c["kind"] == "numeric"
+                      else f"{len(c['categories'])} categories: {', '.join(c['categories'][:5])}"
+                      + (", ..." if len(c["categories"]) > 5 else ""))
+            click.echo(f"  {c['name']:<20} -> input {c['input']:<20} {c['how']:<24} {fitted}")
 
 
 # ----- build / train --------------------------------------------------------------------
@@ -147,7 +161,7 @@ def train_options(fn):
 def _report_training(metrics, run):
     test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
     click.echo(f"test: {test}  ({metrics['wall_seconds']:.1f}s, {metrics['device']})")
-    if "w" in metrics:
+    if "w" in metrics and len(metrics["w"]) <= 16:  # d2l's few weights; a table's hundreds stay in metrics.json
         click.echo(f"learned w = {[round(v, 4) for v in metrics['w']]}, b = {[round(v, 4) for v in metrics['b']]}")
     click.echo(f"wrote {run}/model.keras, history.json, metrics.json, curves.png")
 

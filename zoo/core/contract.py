@@ -25,6 +25,11 @@ LOGITS, PROBABILITIES, PREDICTIONS = "logits", "probabilities", "predictions"
 CLASSIFIER_OUTPUTS = (LOGITS, PROBABILITIES)
 REGRESSION_OUTPUTS = (PREDICTIONS,)
 LABELED_OUTPUT = PROBABILITIES  # the output whose columns are the classes (Triton's label_filename)
+# A table's graph instead has one input per feature column, named after it (made safe:
+# zoo.stages.tabular.safe_names), each [batch, 1]: `string` for a category, float32 for a
+# number with NaN meaning missing. Those names never take these:
+RESERVED_NAMES = (INPUT_NAME, *CLASSIFIER_OUTPUTS, *REGRESSION_OUTPUTS)
+STRING = "string"  # a table's categorical input's dtype (ONNX tensor(string), Triton TYPE_STRING)
 
 # the files of a run folder, <out>/<name>/
 SPEC_FILE = "spec.json"  # the resolved spec
@@ -34,6 +39,7 @@ METRICS_FILE = "metrics.json"  # the trained model's test metrics
 CURVES_PNG, PREDICTIONS_PNG = "curves.png", "predictions.png"
 CHECKPOINTS = "checkpoints"  # checkpoints/epoch-NNNN.keras
 MODEL_ONNX = "model.onnx"
+PREPROCESSING_FILE = "preprocessing.json"  # a table's fitted preprocessing: vocabularies, means, stds
 CARD_FILE = "card.md"
 VERIFY_FILE = "verify.json"
 TEST_DATA_SET = "test_data_set_0"  # beside model.onnx: input_0.pb, output_0.pb, ... (ONNX Model Zoo convention)
@@ -76,8 +82,9 @@ META_METRICS = "zoo.metrics"
 META_VERSIONS = "zoo.versions"
 META_PROVENANCE = "zoo.provenance"
 META_VARIANT = "zoo.variant"  # variants only: {"name", "made_from", ...how it was made}
+META_COLUMNS = "zoo.columns"  # tables: [{name, input, kind, dtype, categories?}, ...], one per graph input
 META = (META_SPEC, META_CLASS_NAMES, META_INPUT, META_OUTPUTS, META_METRICS, META_VERSIONS, META_PROVENANCE,
-        META_VARIANT)
+        META_VARIANT, META_COLUMNS)
 
 # one row per input dtype zoo writes: numpy name, ONNX type string (onnxruntime), Triton, JS typed array
 DTYPES = {
@@ -86,6 +93,8 @@ DTYPES = {
     "float32": {"onnx": "tensor(float)", "triton": "TYPE_FP32", "oip": "FP32", "js": "Float32Array",
                 "c": "float", "range": (float("-inf"), float("inf"))},
 }
+# a table's text inputs: not an example dtype (no range, no typed array)
+STRING_DTYPE = {"onnx": "tensor(string)", "triton": "TYPE_STRING", "oip": "BYTES", "js": "string", "c": "std::string"}
 OUTPUT_DTYPE = "float32"
 
 
@@ -105,6 +114,12 @@ class Contract:
     class_names: tuple[str, ...] = ()
     metadata: dict = field(default_factory=dict, compare=False)
     output_shapes: tuple[tuple[int, ...], ...] = ()  # each output's dims without the batch axis; () = (width,) each
+    # tables: ((input name, dtype "string" or "float32", column name), ...), one per graph input; () otherwise
+    columns: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def is_table(self) -> bool:
+        return bool(self.columns)
 
     def output_dims(self, name: str) -> tuple[int, ...]:
         """An output's dims without the batch axis (Triton's `dims`)."""
@@ -113,7 +128,20 @@ class Contract:
 
     def triton_dtype(self, name: str) -> str:
         """Triton's TYPE_* name of a tensor of this interface."""
+        column = self.column_dtype(name)
+        if column is not None:
+            return (STRING_DTYPE if column == STRING else DTYPES[column])["triton"]
         return DTYPES[self.input_dtype if name == INPUT_NAME else OUTPUT_DTYPE]["triton"]
+
+    def column_dtype(self, name: str) -> str | None:
+        """A table's input's dtype ("string" or "float32"); None for any other tensor."""
+        return next((d for n, d, _ in self.columns if n == name), None)
+
+    def input_dims(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, dims without the batch axis) of every graph input: one, or a table's one per column."""
+        if self.is_table:
+            return [(n, (1,)) for n, _, _ in self.columns]
+        return [(INPUT_NAME, self.input_shape)]
 
     def oip_dtype(self, name: str) -> str:
         """The Open Inference Protocol's datatype name (FP32, UINT8) of a tensor of this interface."""
@@ -158,6 +186,9 @@ class Contract:
         """The contract of a loaded onnxruntime session (onnxruntime only: no onnx, no TensorFlow)."""
         inputs = sess.get_inputs()
         outputs = tuple(o.name for o in sess.get_outputs())
+        props = sess.get_modelmeta().custom_metadata_map  # a table says so (zoo.columns), or takes strings
+        if META_COLUMNS in props or any(i.type == STRING_DTYPE["onnx"] for i in inputs):
+            return cls._table_from_session(sess, inputs, outputs, source)
         check_signature([i.name for i in inputs], outputs, source, allow_other_input_name=True)
         inp = inputs[0]
         by_type = {v["onnx"]: k for k, v in DTYPES.items()}
@@ -173,6 +204,27 @@ class Contract:
         return cls(name=str(spec.get("name") or Path(str(source)).parent.name or "model"),
                    input_shape=_dims(inp.name, inp.shape, source), input_dtype=by_type[inp.type], outputs=outputs,
                    output_widths=widths, class_names=tuple(names), metadata=meta, output_shapes=shapes)
+
+
+    @classmethod
+    def _table_from_session(cls, sess, inputs, outputs, source) -> "Contract":
+        """A table's contract: every input [batch, 1], string or float32, described by zoo.columns."""
+        check_signature([INPUT_NAME], outputs, source)
+        meta = read_metadata(sess.get_modelmeta().custom_metadata_map, source)
+        described = {c.get("input"): c for c in meta.get(META_COLUMNS) or [] if isinstance(c, dict)}
+        columns = []
+        for i in inputs:
+            dtype = STRING if i.type == STRING_DTYPE["onnx"] else "float32" if i.type == "tensor(float)" else None
+            if dtype is None or _dims(i.name, i.shape, source) != (1,):
+                raise UsageError(f"{source}: input {i.name!r} is {i.type} {i.shape}; a table's inputs are "
+                                 f"[batch, 1] string or float32")
+            columns.append((i.name, dtype, str(described.get(i.name, {}).get("name", i.name))))
+        shapes = tuple(_dims(o.name, o.shape, source) for o in sess.get_outputs())
+        spec = meta.get(META_SPEC) if isinstance(meta.get(META_SPEC), dict) else {}
+        return cls(name=str(spec.get("name") or Path(str(source)).parent.name or "model"), input_shape=(len(inputs),),
+                   input_dtype="float32", outputs=outputs, output_widths=tuple(math.prod(d) for d in shapes),
+                   class_names=tuple(meta.get(META_CLASS_NAMES) or ()), metadata=meta, output_shapes=shapes,
+                   columns=tuple(columns))
 
 
 def check_signature(inputs, outputs, source="<model>", is_classifier=None, allow_other_input_name=False,

@@ -52,6 +52,10 @@ TESTED_WITH = ("zoo's test suite (tests/test_card_snippets.py) runs these three 
 
 
 def write_card(run, spec, metrics, opset) -> None:
+    if spec.is_table:  # one named input per column: a card of its own
+        from zoo.deploy import table_card
+
+        return table_card.write_card(run, spec, metrics, opset)
     c = Contract.from_spec(spec)
     parts = [_about(spec, c, metrics, opset), _python(c), _javascript(c), _cpp(c), _browser(c), _serve(c, run),
              _tested()]

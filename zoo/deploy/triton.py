@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from zoo.core import files, provenance, runs
-from zoo.core.contract import INPUT_NAME, LABELED_OUTPUT, MODEL_ONNX, Contract
+from zoo.core.contract import LABELED_OUTPUT, MODEL_ONNX, Contract
 from zoo.core.errors import UsageError
 
 PLATFORM = "onnxruntime_onnx"  # Triton's onnxruntime backend
@@ -52,10 +52,11 @@ def config_text(contract: Contract, *, max_batch_size=MAX_BATCH_SIZE, queue_dela
         return "  {\n" + "\n".join(lines) + "\n  }"
 
     outputs = ",\n".join(tensor(o, contract.output_dims(o), label=(o == LABELED_OUTPUT)) for o in contract.outputs)
+    inputs = ",\n".join(tensor(name, dims) for name, dims in contract.input_dims())  # a table's: TYPE_STRING or FP32
     return (f'name: "{contract.name}"\n'
             + (f'backend: "{backend}"\n' if backend else f'platform: "{PLATFORM}"\n') +
             f"max_batch_size: {max_batch_size}\n"
-            f"input [\n{tensor(INPUT_NAME, contract.input_shape)}\n]\n"
+            f"input [\n{inputs}\n]\n"
             f"output [\n{outputs}\n]\n"
             f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}\n"
             f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n")

@@ -29,6 +29,7 @@ import numpy as np
 from zoo.core import provenance
 from zoo.core.arrays import read_tensor_proto
 from zoo.core.contract import (
+    META_COLUMNS,
     META_METRICS,
     META_SPEC,
     MODEL_ONNX,
@@ -102,11 +103,11 @@ def _ort_version(dist: Path) -> str:
 
 def _examples(run: Path, contract: Contract, variant=None) -> dict | None:
     """test_data_set_0's input and expected outputs for the page's example grid (a variant's own
-    outputs, test_data_set_0.<variant>/, for a variant); None where there is none."""
+    outputs, test_data_set_0.<variant>/, for a variant); None where there is none (a table: the form only)."""
     def name(kind, i):
         return test_data_name(kind, i) if variant is None else variant_test_data_name(variant, kind, i)
 
-    if not (run / name("input", 0)).is_file():
+    if contract.is_table or not (run / name("input", 0)).is_file():
         return None
     x = read_tensor_proto(run / name("input", 0))
     expected = {}
@@ -134,7 +135,8 @@ def _page_config(contract: Contract, examples: dict | None, ort: dict) -> dict:
         "description": spec.get("description", ""),
         "dataset": dataset,
         "metrics": contract.metadata.get(META_METRICS) or {},
-        "view": "image" if image else "form",
+        "view": "image" if image else "table" if contract.is_table else "form",
+        "columns": contract.metadata.get(META_COLUMNS) if contract.is_table else None,
         "drawing": {"style": "digit" if dataset in DIGIT_DATASETS or contract.labels() == DIGITS else "fill", "ink": ink,
                     "background": 0, "polarity": "light on dark"},
         "ort": ort,

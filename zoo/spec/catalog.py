@@ -9,8 +9,11 @@ from zoo.core.errors import SpecError
 from zoo.spec import Spec, load_spec, spec_dir
 
 
-def count_params(spec: Spec) -> int:
-    """What keras.Model.count_params() reports for build_model(spec), computed by hand."""
+def count_params(spec: Spec) -> int | None:
+    """What keras.Model.count_params() reports for build_model(spec), computed by hand
+    (None for a table: its width comes from the data's columns)."""
+    if spec.model.input_shape is None:
+        return None
     width = math.prod(spec.model.input_shape)
     bias = 1 if spec.model.use_bias else 0
     total = 2 * width if spec.data.preprocessing.standardize else 0  # mean and std

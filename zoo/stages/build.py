@@ -66,17 +66,20 @@ def kernel_initializer(spec: Spec):
     return keras.initializers.RandomNormal(mean=0.0, stddev=stddev)
 
 
-def build_model(spec: Spec) -> keras.Model:
-    """Build the (untrained) Keras model a spec describes. The spec's seed fixes the weights."""
+def build_model(spec: Spec, input_shape=None) -> keras.Model:
+    """Build the (untrained) Keras model a spec describes. The spec's seed fixes the weights.
+
+    `input_shape`: a table's encoded width, [features] (its spec has none: it comes from the data)."""
     keras.utils.set_random_seed(spec.train.seed)
     m, pre = spec.model, spec.data.preprocessing
+    shape = tuple(input_shape or m.input_shape)
 
-    x = inputs = keras.Input(shape=tuple(m.input_shape), dtype=m.input_dtype, name="input")
+    x = inputs = keras.Input(shape=shape, dtype=m.input_dtype, name="input")
     if pre.rescale is not None or pre.offset:
         x = keras.layers.Rescaling(pre.rescale if pre.rescale is not None else 1.0, pre.offset, name="rescale")(x)
     elif m.input_dtype != "float32":
         x = keras.layers.Rescaling(1.0, name="cast")(x)  # uint8 -> float32; Dense needs floats
-    if len(m.input_shape) > 1:
+    if len(shape) > 1:
         x = keras.layers.Flatten(name="flatten")(x)
     if pre.standardize:
         x = Standardize(name="standardize")(x)
@@ -130,7 +133,12 @@ def build_run(spec: Spec, run) -> keras.Model:
     from zoo.core import provenance, runs
     from zoo.spec import dumps
 
-    model = build_model(spec)
+    width = None
+    if spec.is_table:  # the width of the encoded columns: read from the data (ZOO_DATA_DIR)
+        from zoo.stages.data import load_dataset
+
+        width = load_dataset(spec).x_train.shape[1:]
+    model = build_model(spec, width)
     runs.start_over(run)
     provenance.save_text(run, SPEC_FILE, dumps(spec), "build")
     with provenance.artefact(run, MODEL_KERAS, "build", inputs=[SPEC_FILE]) as tmp:

@@ -38,6 +38,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: list[str] | None
     source: str  # what was read, for metrics.json and the model card
+    table: object = None  # tables: zoo.stages.tabular.TableSplit (fitted preprocessing, raw rows)
 
     def digest(self) -> str:
         """sha256 of the arrays as the model sees them: the data's identity in provenance.json."""
@@ -127,7 +128,13 @@ def read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
     header = [h.strip() for h in rows[0]]
     if label_column not in header:
         raise DataError(f"{path}: no column {label_column!r} (data.label_column); columns are {', '.join(header)}")
-    values = csv_numbers(rows[1:], path, header=header, first_line=2)
+    try:
+        values = csv_numbers(rows[1:], path, header=header, first_line=2)
+    except DataError as e:  # text or an empty cell: the file is a table, which "dataset": "csv" is not
+        if "not a number" in str(e) or "is empty" in str(e):
+            raise DataError(f'{e}; for columns of text or with empty cells, use "dataset": "table" '
+                            f"(README: Tables)") from None
+        raise
     label = header.index(label_column)
     return np.delete(values, label, axis=1), values[:, label]
 
@@ -269,6 +276,8 @@ def load_dataset(spec: Spec, directory=None) -> Dataset:
     """Load and check the data a spec names. Raises DataError."""
     directory = data_dir(directory)
     kind = spec.data.dataset
+    if spec.is_table:
+        return _table(spec, directory)
     if kind == "fashion_mnist":
         parts = _fashion_mnist(directory)
     elif kind == "mnist":
@@ -287,3 +296,14 @@ def load_dataset(spec: Spec, directory=None) -> Dataset:
     if spec.data.limit:
         x_train, y_train = x_train[: spec.data.limit], y_train[: spec.data.limit]
     return Dataset(x_train, y_train, x_test, y_test, spec.model.class_names or class_names, source)
+
+
+def _table(spec: Spec, directory: Path) -> Dataset:
+    """A table (zoo.stages.tabular): features encoded with preprocessing fitted on the training split."""
+    from zoo.stages import tabular
+
+    path = tabular.penguins_csv() if spec.data.dataset == "penguins" else resolve_path(spec.data.path, directory)
+    x_train, y_train, x_test, y_test, class_names, source, split = tabular.load_table(spec, path)
+    if spec.data.limit:
+        x_train, y_train = x_train[: spec.data.limit], y_train[: spec.data.limit]
+    return Dataset(x_train, y_train, x_test, y_test, class_names, source, split)

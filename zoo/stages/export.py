@@ -54,8 +54,11 @@ def _patch_tf2onnx():
         patch_tf2onnx()
 
 
-def to_onnx(model, spec: Spec, opset: int):
-    """Convert a Keras model (TensorFlow backend) to an onnx.ModelProto."""
+def to_onnx(model, spec: Spec, opset: int, input_shape=None):
+    """Convert a Keras model (TensorFlow backend) to an onnx.ModelProto.
+
+    `input_shape`: a table's encoded width (its Keras core's input); its regression on
+    log(y) answers exp(prediction), in y's own units."""
     import logging
 
     import keras
@@ -64,13 +67,16 @@ def to_onnx(model, spec: Spec, opset: int):
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)
     _patch_tf2onnx()
-    signature = [tf.TensorSpec([None, *spec.model.input_shape], spec.model.input_dtype, name=INPUT_NAME)]
+    shape = list(input_shape or spec.model.input_shape)
+    signature = [tf.TensorSpec([None, *shape], spec.model.input_dtype, name=INPUT_NAME)]
 
     @tf.function(input_signature=signature)
     def forward(x):
         y = model(x, training=False)
         if spec.is_classifier:
             return {LOGITS: y, PROBABILITIES: keras.ops.softmax(y, axis=-1)}
+        if spec.data.target_transform == "log":
+            y = keras.ops.exp(y)
         return {PREDICTIONS: y}
 
     try:
@@ -96,7 +102,7 @@ def metadata(spec: Spec, metrics: dict | None, class_names, made_from=None) -> d
     return {
         contract.META_SPEC: dumps(spec),
         contract.META_CLASS_NAMES: json.dumps(class_names or []),
-        contract.META_INPUT: json.dumps({"name": INPUT_NAME, "shape": [BATCH_DIM, *spec.model.input_shape],
+        contract.META_INPUT: json.dumps({"name": INPUT_NAME, "shape": [BATCH_DIM, *(spec.model.input_shape or ())],
                                  "dtype": spec.model.input_dtype, "range": [lo, hi],
                                  "preprocessing": "inside the graph; feed raw examples"}),
         contract.META_OUTPUTS: json.dumps(output_names(spec)),
@@ -106,7 +112,7 @@ def metadata(spec: Spec, metrics: dict | None, class_names, made_from=None) -> d
     }
 
 
-def write_onnx(proto, path: Path, meta: dict[str, str], run=None) -> None:
+def write_onnx(proto, path: Path, meta: dict[str, str], run=None, inputs=(SPEC_FILE, MODEL_KERAS, METRICS_FILE)) -> None:
     """Attach metadata, check the model, and only then put it at `path` (in `run`: recorded
     as made from the run's spec, model.keras and metrics)."""
     import onnx
@@ -124,7 +130,7 @@ def write_onnx(proto, path: Path, meta: dict[str, str], run=None) -> None:
             onnx.save_model(proto, str(tmp))
         return
     with provenance.artefact(run, Path(path).relative_to(run).as_posix(), "export",
-                       inputs=[SPEC_FILE, MODEL_KERAS, METRICS_FILE]) as tmp:
+                       inputs=list(inputs)) as tmp:
         onnx.save_model(proto, str(tmp))
 
 
@@ -161,12 +167,37 @@ def export_run(spec: Spec, run: Path, *, opset=None, metrics=None, log=print):
     opset = opset or spec.export.opset
     model = load_model(run / MODEL_KERAS)
     metrics = files.read_json(run / METRICS_FILE) if metrics is None else metrics
+    if spec.is_table:
+        return _export_table(spec, run, model, metrics, opset, log)
     proto = to_onnx(model, spec, opset)
     write_onnx(proto, run / MODEL_ONNX, metadata(spec, metrics, spec.model.class_names, provenance.made_from(run)), run)
     size = (run / MODEL_ONNX).stat().st_size
     log(f"wrote {run}/model.onnx ({size / 1024:.0f} KiB, opset {opset}, inputs {INPUT_NAME}"
         f"[{BATCH_DIM}, {', '.join(map(str, spec.model.input_shape))}] {spec.model.input_dtype}, "
         f"outputs {', '.join(output_names(spec))})")
+    return model
+
+
+def _export_table(spec: Spec, run: Path, model, metrics: dict, opset: int, log):
+    """A table's model.onnx: the preprocessing graph (zoo.stages.tabular_onnx) in front of the
+    converted Keras core, one input per column."""
+    from zoo.core.contract import PREPROCESSING_FILE
+    from zoo.stages import tabular, tabular_onnx
+
+    prep = tabular.read_preprocessing(run)
+    proto = tabular_onnx.attach(to_onnx(model, spec, opset, [prep.width]), prep)
+    names = (SPEC_FILE, MODEL_KERAS, METRICS_FILE, PREPROCESSING_FILE)
+    meta = metadata(spec, metrics, list(prep.class_names), provenance.made_from(run, names))
+    columns = tabular_onnx.columns_metadata(prep)
+    meta[contract.META_INPUT] = json.dumps({"columns": [c["input"] for c in columns], "shape": [BATCH_DIM, 1],
+                                            "missing": "NaN for numbers, '' or 'NA' for categories",
+                                            "preprocessing": "inside the graph; feed raw column values"})
+    meta[contract.META_COLUMNS] = json.dumps(columns)
+    write_onnx(proto, run / MODEL_ONNX, meta, run, inputs=names)
+    size = (run / MODEL_ONNX).stat().st_size
+    log(f"wrote {run}/model.onnx ({size / 1024:.0f} KiB, opset {opset}, {len(columns)} inputs, one per column: "
+        + ", ".join(f"{c['input']} {c['dtype']}" for c in columns[:6]) + (", ..." if len(columns) > 6 else "")
+        + f"; outputs {', '.join(output_names(spec))})")
     return model
 
 

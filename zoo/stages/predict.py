@@ -124,8 +124,13 @@ def predict_file(model_path, input_path, top_k=3) -> list[dict]:
     else:  # model.onnx, an ONNX variant or an .ort file
         sess = session(Path(model_path))
         c = Contract.from_session(sess, model_path)  # checks inputs, outputs and metadata first
-        x = read_input(Path(input_path), list(c.input_shape), c.input_dtype)
-        out = dict(zip(c.outputs, sess.run(list(c.outputs), {sess.get_inputs()[0].name: x})))
+        if c.is_table:  # one named input per column, read from a CSV by column name
+            from zoo.stages.table_rows import table_feeds
+
+            feeds = table_feeds(Path(input_path), c.columns)
+        else:
+            feeds = {sess.get_inputs()[0].name: read_input(Path(input_path), list(c.input_shape), c.input_dtype)}
+        out = dict(zip(c.outputs, sess.run(list(c.outputs), feeds)))
     if not c.is_classifier:
         return [{"index": i, PREDICTIONS: row.tolist()} for i, row in enumerate(out[c.outputs[0]])]
     classes = c.labels()

@@ -59,6 +59,9 @@ def resolve(spec: Spec, names=()) -> list[Variant]:
 
     UsageError (exit 2) for a name zoo does not know, or a variant that cannot apply to this model."""
     chosen = list(spec.export.variants)
+    if names and spec.is_table:
+        raise UsageError(f"--variant {names[0]}: {spec.name} is a table model, and variants are made for array "
+                         f"models only, not yet for tables")
     for name in names:
         if name not in VARIANT_FILES:
             raise UsageError(f"--variant {name}: unknown variant; valid: {', '.join(VARIANT_FILES)}")

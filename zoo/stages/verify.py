@@ -63,20 +63,21 @@ def keras_outputs(model, spec: Spec, x) -> dict[str, np.ndarray]:
 
     y = keras.ops.convert_to_numpy(model(x, training=False))
     if not spec.is_classifier:
-        return {PREDICTIONS: y}
+        return {PREDICTIONS: np.exp(y) if spec.data.target_transform == "log" else y}
     return {LOGITS: y, PROBABILITIES: keras.ops.convert_to_numpy(keras.ops.softmax(y, axis=-1))}
 
 
 def compare(sess, model, spec, batches, atol, rtol) -> dict:
     """Run every batch through both; return the per-output figures."""
     names = [o.name for o in sess.get_outputs()]
-    check_signature([i.name for i in sess.get_inputs()], names, "the ONNX graph", spec.is_classifier,
-                    error=VerificationError)
+    inputs = [INPUT_NAME] if spec.is_table else [i.name for i in sess.get_inputs()]  # a table's: one per column
+    check_signature(inputs, names, "the ONNX graph", spec.is_classifier, error=VerificationError)
     stats = {n: {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "violations": 0, "elements": 0} for n in names}
     agree = total = 0
     shapes_ok = True
     for x in batches:
-        got = dict(zip(names, sess.run(names, {INPUT_NAME: x})))
+        feeds, x = x if isinstance(x, tuple) else ({INPUT_NAME: x}, x)  # a table's: (raw columns, encoded)
+        got = dict(zip(names, sess.run(names, feeds)))
         want = keras_outputs(model, spec, x)
         for n in names:
             a, b = got[n], want[n]
@@ -105,12 +106,26 @@ def write_test_data(run: Path, model, spec: Spec, x, made_from) -> None:
     """test_data_set_0/input_0.pb and output_N.pb: TensorProtos any runtime can read."""
     provenance.invalidate(run, prefix=TEST_DATA_SET + "/")
     files.remove(run / TEST_DATA_SET)  # files of an older zoo, unrecorded
+    feeds, x = x if isinstance(x, tuple) else ({INPUT_NAME: x}, x)  # a table's: one input_N.pb per column
     outputs = keras_outputs(model, spec, x)
-    tensors = [(test_data_name("input", 0), x, INPUT_NAME)] + [
+    tensors = [(test_data_name("input", i), a, n) for i, (n, a) in enumerate(feeds.items())] + [
         (test_data_name("output", i), outputs[n], n) for i, n in enumerate(output_names(spec.is_classifier))]
     for filename, array, name in tensors:
         with provenance.artefact(run, filename, "verify", **made_from) as tmp:
             tmp.write_bytes(tensor_proto_bytes(array, name))
+
+
+def table_batches(run: Path, test) -> tuple[list, dict]:
+    """A table's batches for compare(): (raw column feeds, zoo's own encoding) for the test
+    rows (TEST_DATA_EXAMPLES first, for test_data_set_0), and the edge rows' by name."""
+    from zoo.stages import tabular
+
+    prep = tabular.read_preprocessing(run)
+    pair = lambda t: (prep.feeds(t), prep.encode(t))  # noqa: E731
+    n = TEST_DATA_EXAMPLES
+    batches = [pair(test.take(slice(0, n)))] + [pair(test.take(slice(i, i + 1000))) for i in range(n, len(test), 1000)]
+    edges = {name: pair(t) for name, t in tabular.edge_rows(prep, test).items()}
+    return batches, edges
 
 
 def check_provenance(run: Path, onnx_path: Path) -> dict:
@@ -159,22 +174,26 @@ def verify_run(spec: Spec, run: Path, *, model=None, onnx_path=None, atol=None, 
     atol = spec.export.atol if atol is None else atol
     rtol = spec.export.rtol if rtol is None else rtol
 
-    x_test = data_mod.load_dataset(spec, data_dir).x_test[:MAX_EXAMPLES]
+    dataset = data_mod.load_dataset(spec, data_dir)
+    x_test = dataset.x_test[:MAX_EXAMPLES]
     batches = [x_test[i:i + 1000] for i in range(0, len(x_test), 1000)]
-    edges = edge_inputs(spec, x_test)
+    if spec.is_table:
+        batches, edges = table_batches(run, dataset.table.test.take(slice(0, MAX_EXAMPLES)))
+    else:
+        edges = edge_inputs(spec, x_test)
     report = compare(sess, model, spec, batches + list(edges.values()), atol, rtol)
     report = {
         "status": "passed" if report["passed"] else "failed",
         "model": str(onnx_path),
         "examples": int(len(x_test)),
-        "edge_inputs": {k: list(v.shape) for k, v in edges.items()},
+        "edge_inputs": {k: list((v[1] if isinstance(v, tuple) else v).shape) for k, v in edges.items()},
         "atol": atol, "rtol": rtol,
         **report,
         "providers": sess.get_providers(),
         "versions": backend.versions(),
     }
     provenance.save_json(run, VERIFY_FILE, report, "verify", **made_from)
-    write_test_data(run, model, spec, x_test[:TEST_DATA_EXAMPLES], made_from)
+    write_test_data(run, model, spec, batches[0] if spec.is_table else x_test[:TEST_DATA_EXAMPLES], made_from)
 
     log(f"verify {onnx_path} on {report['examples']:,} test examples + {len(edges)} edge batches "
         f"({report['providers'][0]}; atol {atol:g}, rtol {rtol:g})")

@@ -99,6 +99,10 @@ def find_models(targets, variant=None) -> list[Served]:
                              f"repository (*/{repo_format.CONFIG}); give one made by `zoo export --triton`")
         else:
             raise UsageError(f"{target}: no such run folder, Triton repository or .onnx file")
+    tables = [s.name for s in served if s.contract.is_table]
+    if tables:  # the Python backend's model.py takes one tensor; BYTES inputs are not wired through yet
+        raise UsageError(f"{', '.join(tables)}: a table model (one named input per column, some strings) is not served "
+                         f"by zoo serve yet; `zoo export --triton` writes a repository for Triton's onnxruntime backend")
     names = [s.name for s in served]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -186,3 +186,12 @@ def _seed_keras_saving_cache(skipsets):
         return {}
     return skipsets
 
+
+
+def write_preprocessing(run: Path, prep, made_from: dict) -> Path:
+    """preprocessing.json: a table's fitted preprocessing (vocabularies, means, stds), fitted on
+    the training split; made with model.keras, so a retraining replaces both."""
+    from zoo.core.contract import PREPROCESSING_FILE
+
+    provenance.save_json(run, PREPROCESSING_FILE, prep.to_json(), "train", inputs=[MODEL_KERAS], extra=made_from)
+    return run / PREPROCESSING_FILE

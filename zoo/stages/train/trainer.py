@@ -46,7 +46,9 @@ from zoo.stages.train.checkpoint import (
     write_history,
     write_metrics,
     write_model,
+    write_preprocessing,
 )
+from zoo.stages.train.folds import cross_validate, with_rmse
 from zoo.stages.train.loop import CompiledEpochs, epoch_permutation, epoch_runner
 from zoo.stages.train.recipe import compile_model, learning_rate_at, optimizer_record, rebuild_optimizer
 from zoo.stages.train.resume import early_stopping_state, resume_state, short, stopped_early
@@ -86,6 +88,7 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
     made_from = {"@spec": provenance.save_text(run, SPEC_FILE, dumps(spec), "train"), "@data": dataset.digest()}
     if not first_epoch:
         model = fresh_model(spec, run, x_train, steps, made_from)
+    cv = cross_validate(spec, dataset, compiled, log, quiet) if spec.train.folds and not first_epoch else None
     runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
     session = Session(spec, run, model, runner, made_from, history, x_train, steps)
     if not quiet:
@@ -97,8 +100,12 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
     if nan:
         raise divergence_error(session, nan, first_epoch)
     best_epoch = restore_best(session, quiet, log)
-    test = test_metrics(session, best_epoch, dataset)
+    test = with_rmse(spec, test_metrics(session, best_epoch, dataset))
     metrics = metrics_record(session, test, best_epoch, dataset, device_name, wall, epochs_run)
+    if cv is not None:
+        metrics["cv"] = cv
+    if dataset.table is not None:
+        metrics["columns"] = dataset.table.prep.inferred
     write_outputs(session, metrics, dataset)
     return metrics
 
@@ -143,7 +150,7 @@ def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict):
     """A new model, adapted to the training set and compiled; the run starts over with it."""
     from zoo.stages import build
 
-    model = build.build_model(spec)
+    model = build.build_model(spec, x_train.shape[1:] if spec.is_table else None)
     build.adapt(model, x_train)
     compile_model(model, spec, steps)
     # A fresh start replaces the run: nothing of an earlier training may be taken
@@ -307,7 +314,7 @@ def metrics_record(s: Session, test: dict, best_epoch: int, dataset, device_name
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "versions": backend_mod.versions(),
     }
-    if not s.spec.is_classifier:
+    if s.spec.model.kind == "linear":  # the learned line (an mlp regression's last layer is no line)
         weights = s.model.get_layer(PREDICTIONS).weights[:2]
         kernel, bias = (np.asarray(keras.ops.convert_to_numpy(w)) for w in weights)
         metrics["w"] = kernel.reshape(-1).tolist()
@@ -323,7 +330,9 @@ def write_outputs(s: Session, metrics: dict, dataset) -> None:
     write_metrics(s.run, metrics)
     with provenance.artefact(s.run, CURVES_PNG, "train", inputs=[HISTORY_FILE]) as tmp:
         plots.curves(s.history, s.spec, tmp)
-    if s.spec.is_classifier and len(s.spec.model.input_shape) == 2:
+    if dataset.table is not None:
+        write_preprocessing(s.run, dataset.table.prep, s.made_from)
+    elif s.spec.is_classifier and len(s.spec.model.input_shape) == 2:
         logits = keras.ops.convert_to_numpy(s.model(dataset.x_test[:18], training=False))
         with provenance.artefact(s.run, PREDICTIONS_PNG, "train", inputs=[MODEL_KERAS]) as tmp:
             plots.predictions(dataset.x_test[:18], dataset.y_test[:18], np.argmax(logits, axis=-1),

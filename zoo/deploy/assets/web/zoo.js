@@ -55,6 +55,7 @@ function toTyped(input) {
 
 async function predict(input) {
   await ready;
+  if (config.columns) return runFeeds(...tableFeeds(input)); // a table: an object of columns
   if (input == null || typeof input.length !== "number") {
     throw new Error("predict(input): give a Uint8Array, Float32Array or array of numbers");
   }
@@ -66,6 +67,10 @@ async function predict(input) {
   }
   const batch = x.length / size;
   const feeds = { [config.input.name]: new ort.Tensor(config.input.dtype, x, [batch, ...config.input.shape]) };
+  return runFeeds(feeds, batch);
+}
+
+async function runFeeds(feeds, batch) {
   const run = queue.then(() => session.run(feeds));
   queue = run.catch(() => {});
   const out = await run;
@@ -98,7 +103,13 @@ async function setUp() {
     `outputs ${config.outputs.join(", ")}. Test metrics: ${metrics || "not recorded"}. ` +
     `Model: ${config.model || "model.onnx"} (variant ${config.variant || "float32"}). ` +
     `onnxruntime-web ${config.ort.version} (WebAssembly, ${where}).`;
+  if (config.columns) {
+    $("footer").textContent = `Inputs: ${config.columns.length} columns, each [batch, 1] (text: string, ` +
+      `numbers: float32, blank = missing); outputs ${config.outputs.join(", ")}. Test metrics: ` +
+      `${metrics || "not recorded"}. onnxruntime-web ${config.ort.version} (WebAssembly, ${where}).`;
+  }
   if (config.view === "image") setUpImage();
+  else if (config.view === "table") setUpTable();
   else setUpForm();
   if (config.examples) await setUpExamples();
   status(`ready: runs in this browser with onnxruntime-web ${config.ort.version}`);
@@ -106,7 +117,7 @@ async function setUp() {
 
 async function show(x) {
   const out = await predict(x);
-  window.zoo.current = { input: Array.from(x), ...Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v[0]])) };
+  window.zoo.current = { input: config.columns ? x : Array.from(x), ...Object.fromEntries(Object.entries(out).map(([k, v]) => [k, v[0]])) };
   if (config.is_classifier) {
     const p = out.probabilities[0];
     const top = p.map((v, i) => [v, i]).sort((a, b) => b[0] - a[0]).slice(0, 5);
@@ -335,4 +346,64 @@ async function setUpExamples() {
   }
   if (config.view === "image") paint($("seen"), x.slice(0, size), ...config.input.shape);
   await show(x.slice(0, size)); // something to look at before the first stroke
+}
+
+// ----- tables: one named input per column ---------------------------------------------------
+// predict({column: value or [values]}): text for a category, a number for a number; null,
+// undefined, "" or NaN is missing. Columns are named as in the CSV (or as the graph's inputs).
+
+function tableFeeds(rows) {
+  if (rows == null || typeof rows !== "object" || Array.isArray(rows) || ArrayBuffer.isView(rows)) {
+    throw new Error("predict(row): this model takes an object of columns, e.g. " +
+      `{${config.columns.slice(0, 2).map((c) => `"${c.name}": ...`).join(", ")}}`);
+  }
+  const missing = (v) => v == null || v === "" || (typeof v === "number" && Number.isNaN(v));
+  const feeds = {};
+  let batch = null;
+  for (const c of config.columns) {
+    const given = c.name in rows ? rows[c.name] : rows[c.input];
+    if (given === undefined) throw new Error(`predict(row): no column "${c.name}"`);
+    const values = Array.isArray(given) ? given : [given];
+    batch = batch ?? values.length;
+    if (values.length !== batch || batch === 0) {
+      throw new Error(`predict(row): column "${c.name}" has ${values.length} values, the first column ${batch}`);
+    }
+    if (c.dtype === "string") {
+      feeds[c.input] = new ort.Tensor("string", values.map((v) => (missing(v) ? "" : String(v))), [batch, 1]);
+    } else {
+      const numbers = values.map((v) => (missing(v) ? NaN : Number(v)));
+      const bad = values.find((v, i) => !missing(v) && !Number.isFinite(numbers[i]));
+      if (bad !== undefined) throw new Error(`predict(row): column "${c.name}" takes numbers, not ${JSON.stringify(bad)}`);
+      feeds[c.input] = new ort.Tensor("float32", Float32Array.from(numbers), [batch, 1]);
+    }
+  }
+  return [feeds, batch];
+}
+
+function setUpTable() {
+  $("form-view").hidden = false;
+  for (const c of config.columns) {
+    const label = document.createElement("label");
+    label.textContent = `${c.name} `;
+    const input = document.createElement("input");
+    input.name = c.name;
+    input.placeholder = "blank = missing";
+    label.append(input);
+    if (c.dtype === "string") { // the known categories to choose from, or free text
+      const list = document.createElement("datalist");
+      list.id = `choices-${c.input}`;
+      for (const v of c.categories) list.append(Object.assign(document.createElement("option"), { value: v }));
+      input.setAttribute("list", list.id);
+      input.value = c.categories[0] ?? "";
+      label.append(list);
+    } else {
+      input.type = "number"; input.step = "any"; input.value = String(+Number(c.mean).toPrecision(4));
+    }
+    $("form").append(label);
+  }
+  const row = () => Object.fromEntries(Array.from($("form").querySelectorAll("input"), (e) => [e.name, e.value]));
+  const run = () => show(row());
+  $("run").addEventListener("click", run);
+  $("form").addEventListener("submit", (e) => { e.preventDefault(); run(); });
+  run(); // something to look at before the first change
 }
