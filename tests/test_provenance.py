@@ -105,3 +105,11 @@ def test_record_folder_records_every_file_under_it(run):
     with runs.locked(run):
         provenance.invalidate(run, contract.MODEL_ONNX)
     assert not (run / contract.WEB_DIR / "index.html").exists()
+
+
+def test_removing_the_last_artefact_of_a_folder_removes_the_folder(run):
+    folder = "test_data_set_0.fp16"
+    with runs.locked(run):
+        provenance.save_text(run, f"{folder}/output_0.pb", "x", "verify", inputs=[contract.MODEL_ONNX])
+        provenance.invalidate(run, contract.MODEL_ONNX)
+    assert not (run / folder).exists()

@@ -47,10 +47,20 @@ def _cascade(run: Path, entries: dict) -> list[str]:
     removed = []
     while gone := [name for name, e in entries.items() if stale(e)]:
         for name in gone:
-            remove(Path(run) / name)
+            _remove_artefact(Path(run), name)
             del entries[name]
         removed += gone
     return removed
+
+
+def _remove_artefact(run: Path, name: str) -> None:
+    """Remove run/name, and the folder inside the run that held it once that folder is empty
+    (a variant's test_data_set_0.<variant>/, say): a removed artefact leaves nothing behind."""
+    remove(run / name)
+    folder = (run / name).parent
+    if folder != run and not folder.is_symlink():
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
 
 
 @contextlib.contextmanager
@@ -113,7 +123,7 @@ def invalidate(run: Path, *names: str, prefix=None) -> list[str]:
     entries = manifest(run)
     gone = [n for n in entries if n in names or (prefix and n.startswith(prefix))]
     for name in [*names, *gone]:
-        remove(run / name)
+        _remove_artefact(run, name)
         entries.pop(name, None)
     removed = _cascade(run, entries)
     if entries or (run / MANIFEST).exists():
