@@ -249,6 +249,36 @@ def run(spec: SpecLike, *, out=None, data_dir=None, device=None, backend=None,
     spec = with_overrides(load_spec(spec), **overrides)  # loaded and validated once, handed down
     folder = runs.run_dir(spec.name, out)
     metrics = train(spec, out=out, data_dir=data_dir, device=device, backend=backend, log=log, quiet=quiet)
+    for line in training_summary(metrics, folder):  # what training made, before the export's lines
+        (log or _quiet)(line)
     report = _export(folder, opset=None, atol=None, rtol=None, data_dir=data_dir, verify=True, onnx=True, web=False,
                      ort_web=None, triton=None, log=log or _quiet, trained=(spec, metrics))
+    for line in next_steps(folder):
+        (log or _quiet)(line)
     return {"run": folder, "metrics": metrics, "verify": report}
+
+
+def training_summary(metrics: dict, run: Path) -> list[str]:
+    """The lines that close a training: the test metrics, the learned weights of a linear model, the files."""
+    from zoo.core.contract import CURVES_PNG, HISTORY_FILE, METRICS_FILE, MODEL_KERAS, PREDICTIONS_PNG
+
+    test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
+    lines = [f"test: {test}  ({metrics['wall_seconds']:.1f}s, {metrics['device']})"]
+    if "w" in metrics:
+        lines.append(f"learned w = {[round(v, 4) for v in metrics['w']]}, b = {[round(v, 4) for v in metrics['b']]}")
+    made = [MODEL_KERAS, HISTORY_FILE, METRICS_FILE, CURVES_PNG] + [PREDICTIONS_PNG] * (Path(run) / PREDICTIONS_PNG).is_file()
+    lines.append(f"wrote {run}/{', '.join(made)}")
+    return lines
+
+
+def next_steps(run: Path) -> list[str]:
+    """What an exported run holds and the commands that use it: predict, the page, a server."""
+    from zoo.core.contract import CARD_FILE, TEST_DATA_SET, VERIFY_FILE, test_data_name
+
+    run = Path(run)
+    shown = run.relative_to(Path.cwd()) if run.is_relative_to(Path.cwd()) else run
+    return [f"made {shown}/: {MODEL_ONNX}, {VERIFY_FILE}, {TEST_DATA_SET}/, {CARD_FILE} (how to call the model)",
+            "next:",
+            f"  zoo predict {shown}/{MODEL_ONNX} {shown}/{test_data_name('input', 0)}",
+            f"  zoo export {shown} --web && zoo web {shown}      # the model in a browser page",
+            f"  zoo export {shown} --triton && zoo serve {shown}  # a Triton server (README: Serving)"]

@@ -145,11 +145,10 @@ def train_options(fn):
 
 
 def _report_training(metrics, run):
-    test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
-    click.echo(f"test: {test}  ({metrics['wall_seconds']:.1f}s, {metrics['device']})")
-    if "w" in metrics:
-        click.echo(f"learned w = {[round(v, 4) for v in metrics['w']]}, b = {[round(v, 4) for v in metrics['b']]}")
-    click.echo(f"wrote {run}/model.keras, history.json, metrics.json, curves.png")
+    from zoo import api
+
+    for line in api.training_summary(metrics, run):
+        click.echo(line)
 
 
 @main.command()
@@ -263,7 +262,8 @@ def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, qui
     done = api.run(spec_file, out=out, data_dir=data_dir, device=device, backend=backend,
                    log=None if quiet else click.echo, quiet=quiet, epochs=epochs, batch_size=batch_size,
                    learning_rate=learning_rate, seed=seed)
-    _report_training(done["metrics"], done["run"])
+    if quiet:  # otherwise api.run said it all as it went
+        _report_training(done["metrics"], done["run"])
 
 
 # ----- web: the page zoo export --web writes ----------------------------------------------

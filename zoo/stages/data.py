@@ -11,6 +11,7 @@ Files are never unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import struct
@@ -38,6 +39,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: list[str] | None
     source: str  # what was read, for metrics.json and the model card
+    directory: str | None = None  # the data directory the files came from (absolute): metrics.json's data_dir
 
     def digest(self) -> str:
         """sha256 of the arrays as the model sees them: the data's identity in provenance.json."""
@@ -50,12 +52,31 @@ class Dataset:
         return h.hexdigest()
 
 
-def data_dir(explicit=None) -> Path:
-    """--data-dir, else $ZOO_DATA_DIR, else keras's download cache."""
-    chosen = explicit or os.environ.get("ZOO_DATA_DIR")
+def keras_cache() -> Path:
+    """Where keras.datasets downloads to (and zoo looks last)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+
+
+def data_dir(explicit=None, recorded=None) -> Path:
+    """--data-dir, else $ZOO_DATA_DIR, else the folder the run was trained from (`recorded`),
+    else keras's download cache."""
+    chosen = explicit or os.environ.get("ZOO_DATA_DIR") or recorded
     if chosen:
         return Path(chosen).expanduser()
-    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
+    return keras_cache()
+
+
+def recorded_data_dir(run) -> str | None:
+    """The data directory a trained run's metrics.json records (None when it records none)."""
+    from zoo.core.contract import METRICS_FILE
+    from zoo.core.files import read_json
+
+    if run is None or not (Path(run) / METRICS_FILE).is_file():
+        return None
+    try:
+        return read_json(Path(run) / METRICS_FILE).get("data_dir")
+    except Exception:  # an unreadable metrics.json is verify's and export's own error to report
+        return None
 
 
 # ----- file formats ---------------------------------------------------------------------
@@ -134,12 +155,15 @@ def read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
 
 # ----- the datasets ---------------------------------------------------------------------
 
+FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
 def _fashion_mnist(directory: Path):
     folder = directory / "fashion-mnist"
-    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    names = list(FASHION_FILES)
     if not all((folder / n).exists() for n in names):
-        (x_train, y_train), (x_test, y_test) = _download("fashion_mnist", folder)
+        (x_train, y_train), (x_test, y_test) = _download("fashion_mnist", folder, names)
         return x_train, y_train, x_test, y_test, FASHION_MNIST_CLASSES, "keras.datasets.fashion_mnist"
     arrays = [read_idx(folder / n, 2051 if "images" in n else 2049) for n in names]
     for images, labels, n_img, n_lab in ((arrays[0], arrays[1], names[0], names[1]), (arrays[2], arrays[3], names[2], names[3])):
@@ -151,20 +175,40 @@ def _fashion_mnist(directory: Path):
 def _mnist(directory: Path):
     path = directory / "mnist.npz"
     if not path.exists():
-        (x_train, y_train), (x_test, y_test) = _download("mnist", path)
+        (x_train, y_train), (x_test, y_test) = _download("mnist", directory, ["mnist.npz"])
         return x_train, y_train, x_test, y_test, DIGIT_CLASSES, "keras.datasets.mnist"
     a = read_npz(path)
     return a["x_train"], a["y_train"], a["x_test"], a["y_test"], DIGIT_CLASSES, str(path)
 
 
-def _download(name, where):
+def _download(name, where: Path, files: list[str]):
+    """keras.datasets' download of `name` into keras_cache(); DataError naming the real cause
+    and the files looked for. A failed download leaves no empty folder behind."""
     import keras
 
+    cache = keras_cache()
+    made = [d for d in (cache, cache / name.replace("_", "-")) if not d.exists()]
     try:
         return getattr(keras.datasets, name).load_data()
     except Exception as e:  # no network, a proxy, a half-finished download
-        raise DataError(f"{name}: not found at {where} and the download through keras.datasets failed "
-                        f"({type(e).__name__}); put the files there or point ZOO_DATA_DIR (or --data-dir) at a folder that has them") from None
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a partial download is keras's to resume
+        raise DataError(f"{name}: {', '.join(files)} not found in {where}, and the download through "
+                        f"keras.datasets failed: {download_cause(e)}; put the files there, or point ZOO_DATA_DIR "
+                        f"(or --data-dir) at a folder that has them") from None
+
+
+def download_cause(error: BaseException) -> str:
+    """The reason a keras.datasets download failed, in words: no network, or the error's own first line."""
+    import urllib.error
+
+    cause = error.__context__ if isinstance(error.__context__, (urllib.error.URLError, OSError)) else error
+    text = (str(cause).splitlines() or [type(cause).__name__])[0][:200]
+    if isinstance(cause, (urllib.error.URLError, ConnectionError, TimeoutError)) or "URL fetch failure" in text:
+        reason = getattr(cause, "reason", cause)
+        return f"no network connection ({reason})"
+    return f"{type(cause).__name__}: {text}"
 
 
 def _split(x, y, test_fraction, seed, source="data"):
@@ -265,9 +309,22 @@ def _check_y(y, name, n, spec: Spec, source):
     return y.astype(np.int32)
 
 
-def load_dataset(spec: Spec, directory=None) -> Dataset:
-    """Load and check the data a spec names. Raises DataError."""
-    directory = data_dir(directory)
+def _directory_used(spec: Spec, directory: Path, source: str) -> str | None:
+    """The absolute data directory the files were read from, for metrics.json (None: no files, or an absolute path)."""
+    kind = spec.data.dataset
+    if kind in ("fashion_mnist", "mnist"):
+        return str((keras_cache() if source.startswith("keras.datasets") else directory).resolve())
+    if kind in ("npz", "csv") and not Path(spec.data.path).expanduser().is_absolute():
+        return str(Path.cwd() if Path(spec.data.path).expanduser().exists() else directory.resolve())
+    return None
+
+
+def load_dataset(spec: Spec, directory=None, run=None) -> Dataset:
+    """Load and check the data a spec names. Raises DataError.
+
+    The data directory is `directory`, else $ZOO_DATA_DIR, else the one the trained `run`
+    recorded (metrics.json's data_dir), else keras's cache."""
+    directory = data_dir(directory, recorded_data_dir(run))
     kind = spec.data.dataset
     if kind == "fashion_mnist":
         parts = _fashion_mnist(directory)
@@ -286,4 +343,5 @@ def load_dataset(spec: Spec, directory=None) -> Dataset:
     y_test = _check_y(y_test, "y_test", len(x_test), spec, source)
     if spec.data.limit:
         x_train, y_train = x_train[: spec.data.limit], y_train[: spec.data.limit]
-    return Dataset(x_train, y_train, x_test, y_test, spec.model.class_names or class_names, source)
+    return Dataset(x_train, y_train, x_test, y_test, spec.model.class_names or class_names, source,
+                   _directory_used(spec, directory, source))

@@ -159,7 +159,7 @@ def verify_run(spec: Spec, run: Path, *, model=None, onnx_path=None, atol=None, 
     atol = spec.export.atol if atol is None else atol
     rtol = spec.export.rtol if rtol is None else rtol
 
-    x_test = data_mod.load_dataset(spec, data_dir).x_test[:MAX_EXAMPLES]
+    x_test = data_mod.load_dataset(spec, data_dir, run=run).x_test[:MAX_EXAMPLES]
     batches = [x_test[i:i + 1000] for i in range(0, len(x_test), 1000)]
     edges = edge_inputs(spec, x_test)
     report = compare(sess, model, spec, batches + list(edges.values()), atol, rtol)

@@ -27,9 +27,11 @@ import numpy as np
 from zoo.core import backend as backend_mod
 from zoo.core import provenance, runs
 from zoo.core.contract import (
+    CHECKPOINTS,
     CURVES_PNG,
     HISTORY_FILE,
     MODEL_KERAS,
+    MODEL_ONNX,
     PREDICTIONS,
     PREDICTIONS_PNG,
     SPEC_FILE,
@@ -78,14 +80,14 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
     """
     history, first_epoch, changes = resume_state(spec, run, resume)  # before any data or model work
     device_name = backend_mod.configure(device, spec.train.seed)
-    dataset = load_dataset(spec, data_dir)
+    dataset = load_dataset(spec, data_dir, run=run)
     x_train, y_train, validation = split_validation(spec, dataset)
     steps = math.ceil(len(x_train) / spec.train.batch_size)
     model = restore_model(spec, run, history, changes, steps, log) if first_epoch else None
     # first: the folder is a run from here on
     made_from = {"@spec": provenance.save_text(run, SPEC_FILE, dumps(spec), "train"), "@data": dataset.digest()}
     if not first_epoch:
-        model = fresh_model(spec, run, x_train, steps, made_from)
+        model = fresh_model(spec, run, x_train, steps, made_from, log)
     runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
     session = Session(spec, run, model, runner, made_from, history, x_train, steps)
     if not quiet:
@@ -139,7 +141,7 @@ def restore_model(spec: Spec, run: Path, history: list, changes: dict, steps: in
     return model
 
 
-def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict):
+def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict, log=print):
     """A new model, adapted to the training set and compiled; the run starts over with it."""
     from zoo.stages import build
 
@@ -148,9 +150,21 @@ def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict):
     compile_model(model, spec, steps)
     # A fresh start replaces the run: nothing of an earlier training may be taken
     # for this one's (export would otherwise find the old model beside a new history).
-    runs.start_over(run)
+    said = removal_line(run, runs.start_over(run))
+    if said:
+        log(said)
     write_history(run, [], made_from)
     return model
+
+
+def removal_line(run: Path, removed: list[str]) -> str:
+    """One line saying what a fresh training removed and why ("" when it removed only the untrained model)."""
+    shown = [f"{n}/" if (n == CHECKPOINTS or "." not in n) else n for n in removed if n != MODEL_KERAS]
+    if not shown:
+        return ""
+    again = " (`zoo export` makes the export again)" if MODEL_ONNX in removed else ""
+    return (f"retraining {run.name} from scratch: removed {', '.join(shown)}, made from the earlier model"
+            f"{again}; `--resume` continues a training instead")
 
 
 def announcement(spec: Spec, n_train: int, first_epoch: int, device_name: str) -> str:
@@ -304,6 +318,7 @@ def metrics_record(s: Session, test: dict, best_epoch: int, dataset, device_name
         "backend": keras.backend.backend(),
         "trainer": type(s.runner).__name__,
         "data": dataset.source,
+        "data_dir": dataset.directory,  # export and verify read the test set from here again
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "versions": backend_mod.versions(),
     }
