@@ -66,3 +66,36 @@ def test_missing_data_names_the_cause_and_the_files_and_leaves_no_empty_folder(z
     for name in FASHION_FILES:
         assert name in error[0]
     assert not (keras_home / "datasets" / "fashion-mnist").exists()
+
+
+def test_predict_reports_every_resize_and_rescale_of_an_image_and_the_card_says_what_an_image_must_be(zoo, tmp_path):
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    done = zoo("run", SPECS / "digits-softmax.json", "--epochs", "20", "--quiet")
+    assert done.returncode == 0, done.stderr
+    run = tmp_path / "exports" / "digits-softmax"
+    assert "rescaled to 0–16, the range of `digits`" in (run / "card.md").read_text()
+
+    noise = tmp_path / "noise.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (50, 100, 3), dtype=np.uint8)).save(noise)
+    done = zoo("predict", run / "model.onnx", noise)
+    assert done.returncode == 0 and f"{noise}: resized 100×50 to the model's 8×8 (bilinear)" in done.stderr, done.stderr
+
+    # real digits saved as 0-255 PNGs: rescaled to the 0-16 the model was trained on, and said so
+    digits = load_digits()
+    right = 0
+    for i in range(20):
+        png = tmp_path / f"digit-{i}.png"
+        Image.fromarray(np.round(digits.images[i] * 255 / 16).astype(np.uint8)).save(png)
+        done = zoo("predict", run / "model.onnx", png, "--json")
+        assert done.returncode == 0 and "rescaled pixel values 0–255 to 0–16" in done.stderr, done.stderr
+        assert "resized" not in done.stderr
+        right += json.loads(done.stdout)[0]["top"][0]["class"] == digits.target[i]
+    assert right >= 17, right  # the model's test accuracy is about 0.95; unscaled it was far below
+
+    done = zoo("predict", run / "model.keras", noise)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"Error: {run / 'model.keras'}: predict runs the exported ONNX model with onnxruntime; give "
+        f"{run / 'model.onnx'} (or the run folder), after `zoo export {run}`"]

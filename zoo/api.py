@@ -225,19 +225,23 @@ def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=
                           log=log or _quiet)
 
 
-def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:
+def predict(model: SpecLike, inputs, *, out=None, top_k=3, log: Optional[Callable[[str], None]] = None) -> list[dict]:
     """Run an exported model with onnxruntime alone on a .npy, an image, a .csv or a TensorProto .pb.
 
     `model` is a model.onnx path, or a spec / run folder whose model.onnx to use.
     Returns one record per example: top classes with probabilities, or predictions.
+    `log` hears of each resize or rescale of an image (the model card says what an image must be).
     """
     from zoo.stages.predict import predict_file
 
     if not isinstance(model, (dict, Spec)) and str(model).endswith(".onnx"):
         onnx_path = Path(model)
+    elif not isinstance(model, (dict, Spec)) and Path(model).is_file() and Path(model).suffix != ".json":
+        raise UsageError(f"{model}: predict runs the exported ONNX model with onnxruntime; give "
+                         f"{Path(model).parent / MODEL_ONNX} (or the run folder), after `zoo export {Path(model).parent}`")
     else:
         onnx_path = run_folder(model, out) / MODEL_ONNX
-    return predict_file(onnx_path, inputs, top_k=top_k)
+    return predict_file(onnx_path, inputs, top_k=top_k, log=log)
 
 
 def run(spec: SpecLike, *, out=None, data_dir=None, device=None, backend=None,

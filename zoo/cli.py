@@ -242,7 +242,7 @@ def predict(model, inputs, top_k, as_json):
     from zoo.api import predict as predict_api
     from zoo.stages.predict import format_predictions
 
-    results = predict_api(model, inputs, top_k=top_k)
+    results = predict_api(model, inputs, top_k=top_k, log=lambda message: click.echo(message, err=True))
     click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))
 
 
