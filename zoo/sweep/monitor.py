@@ -186,6 +186,7 @@ class _Progress:
 
     def __init__(self, definition, quiet, echo):
         self.definition, self.quiet, self.echo, self.seen, self.bar = definition, quiet, echo, set(), None
+        self.counted = set()  # the runs a progress line has counted: each line's [n/total] is one more
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -199,7 +200,8 @@ class _Progress:
             self.seen.add(t.number)
             if will_retry(t):
                 continue  # its worker died; a copy runs again
-            line = progress_line(t, self.definition, done, self.definition["trials"])
+            self.counted.add(t.user_attrs.get("zoo:run", t.number))
+            line = progress_line(t, self.definition, len(self.counted), self.definition["trials"])
             if self.bar is not None:
                 self.bar.write(line)
             elif not self.quiet:

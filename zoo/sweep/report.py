@@ -119,7 +119,8 @@ def markdown(found) -> str:
     d, rows = found["definition"], found["rows"]
     metrics = sorted({m for r in rows for m in r.get("test", {})}, key=lambda m: (m != d["metric"], m))
     title = f"## Sweep {found['study']}: {d['spec']}, {d['trials']} trials, ranked by test {d['metric']} ({d['direction']})"
-    lines = [title, "", *_trials_table(d, rows, metrics), "", *_summary_table(d, found["summary"], metrics), ""]
+    lines = [title, "", *_trials_table(d, ranked(rows, d), metrics), "",
+             *_summary_table(d, ranked(found["summary"], d), metrics), ""]
     best = found["best"]
     if best:
         mean, std = best["stats"][d["metric"]]
@@ -133,6 +134,18 @@ def markdown(found) -> str:
     if failed or found["retried"]:
         lines.append(f"{len(failed)} trial(s) failed; {found['retried']} retried after their worker died")
     return "\n".join(lines) + "\n"
+
+
+def ranked(rows, d) -> list[dict]:
+    """Trials (or combinations) best first by the sweep's metric; those without it last, in grid order."""
+    sign = -1 if d["direction"] == "maximize" else 1
+
+    def key(r):
+        value = r["stats"][d["metric"]][0] if "stats" in r and d["metric"] in r["stats"] else \
+            r.get("test", {}).get(d["metric"]) if r.get("state") == "complete" else None
+        return (value is None, 0.0 if value is None else sign * value)
+
+    return sorted(rows, key=key)  # stable: ties keep grid order
 
 
 def _trials_table(d, rows, metrics) -> list[str]:

@@ -31,6 +31,7 @@ READY_TIMEOUT = 120  # seconds a joining process waits for the creator to enqueu
 ATTR = "zoo:sweep"  # the study's system attribute holding the sweep's definition
 READY = "zoo:ready"  # set once every trial is enqueued
 STUDY_DB = "study.db"  # the default storage: SQLite inside the sweep folder
+INSTALL = "pip install -e '.[sweep]'"  # the README's words: zoo is installed from its checkout
 
 
 def optuna():
@@ -38,7 +39,7 @@ def optuna():
     try:
         import optuna
     except ImportError:
-        raise UsageError("zoo sweep needs Optuna and SQLAlchemy: pip install 'zoo[sweep]'") from None
+        raise UsageError(f"zoo sweep needs Optuna and SQLAlchemy: {INSTALL} (in zoo's checkout)") from None
     import warnings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -95,7 +96,7 @@ def _rdb_storage(url: str, heartbeat: int | None):
                 grace_period=heartbeat * GRACE_FACTOR if heartbeat else None, heartbeat_stale_trial_callback=retry)
         except ImportError:
             raise UsageError(f"--storage {masked(url)}: its database driver is not installed "
-                             f"(pip install 'zoo[sweep]' brings psycopg2 and PyMySQL)") from None
+                             f"({INSTALL} brings psycopg2 and PyMySQL)") from None
         except Exception as e:  # sqlalchemy's OperationalError & co: a wrong host, port, password, database
             cause = e.__cause__ or e
             first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(e).__name__])[0][:200]
