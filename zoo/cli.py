@@ -8,6 +8,7 @@ Every `ZooError` becomes one line on stderr and its exit code (see errors.EXIT_C
 from __future__ import annotations
 
 import json
+from textwrap import shorten
 
 import click
 
@@ -53,7 +54,7 @@ def list_cmd(folder):
     click.echo(f"{'spec':<{width}}  {'kind':<7}  {'dataset':<16}  {'params':>9}  description")
     for r in rows:
         params = f"{r['params']:,}" if r["params"] is not None else "invalid"
-        click.echo(f"{r['file']:<{width}}  {r['kind']:<7}  {r['dataset']:<16}  {params:>9}  {r['description'][:60]}")
+        click.echo(f"{r['file']:<{width}}  {r['kind']:<7}  {r['dataset']:<16}  {params:>9}  {shorten(r['description'], 60, placeholder=' …')}")
 
 
 @main.command()

@@ -160,7 +160,8 @@ def find_run(target, out=None) -> Path:
     p = Path(target)
     if p.is_dir():
         return p
-    raise UsageError(f"{target}: no such run folder")
+    raise UsageError(f"{target}: no such run folder; make it first with `zoo build SPEC` (or `zoo run SPEC`), "
+                     f"or give the spec itself: `zoo train SPEC`")
 
 
 # Everything a training makes or consumes, for a fresh start; runs of an older zoo have
