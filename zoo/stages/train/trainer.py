@@ -337,7 +337,7 @@ def write_outputs(s: Session, metrics: dict, dataset) -> None:
     write_model(s.run, s.model, s.made_from)
     write_metrics(s.run, metrics)
     with provenance.artefact(s.run, CURVES_PNG, "train", inputs=[HISTORY_FILE]) as tmp:
-        plots.curves(s.history, s.spec, tmp)
+        plots.curves(s.history, s.spec, tmp, metrics["best_epoch"] if s.spec.train.early_stopping else None)
     if s.spec.is_classifier and len(s.spec.model.input_shape) == 2:
         logits = keras.ops.convert_to_numpy(s.model(dataset.x_test[:18], training=False))
         with provenance.artefact(s.run, PREDICTIONS_PNG, "train", inputs=[MODEL_KERAS]) as tmp:
