@@ -233,6 +233,30 @@ def open_page(browser):
             server.server_close()
 
 
+def test_a_cdn_page_offline_says_what_to_install(digits, browser, tmp_path):
+    """Where the CDN cannot be reached, the page says to install onnxruntime-web, as the export command did."""
+    from zoo.deploy.web import INSTALL_ORT_WEB, make_server
+
+    done = _zoo("export", digits, "--no-onnx", "--web", "--ort-web", "cdn", cwd=tmp_path)
+    assert done.returncode == 0 and INSTALL_ORT_WEB in done.stdout, done.stdout
+    server = make_server(digits, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    page = browser.new_page()
+    try:
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(origin + "/")
+                   else route.abort())
+        page.goto(origin + "/")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Error')", timeout=30000)
+        said = page.text_content("#status")
+    finally:
+        page.close()
+        server.shutdown()
+        server.server_close()
+    assert "needs the network" in said and INSTALL_ORT_WEB in said, said
+    assert "web/ort" not in said  # a CDN page has no ort/ folder to check
+
+
 def _page_predict(page, x):
     kind = "Uint8Array" if x.dtype == np.uint8 else "Float32Array"
     return page.evaluate(f"(values) => window.zoo.predict(new {kind}(values))", x.ravel().tolist())

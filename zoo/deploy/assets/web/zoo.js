@@ -84,7 +84,8 @@ window.zoo = { ready, predict, current: null };
 // ----- the page ---------------------------------------------------------------------------
 
 ready.then(setUp, (e) => {
-  status(`Error: ${e.message}. Serve this folder with \`zoo web RUN\` and check web/ort/.`, true);
+  const advice = config?.ort?.advice ?? "Serve this folder with `zoo web RUN` (a page opened as a file cannot load its model).";
+  status(`Error: ${e.message}. ${advice}`, true);
   console.error(e);
 });
 
