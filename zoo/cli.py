@@ -305,15 +305,19 @@ def web(target, port, out):
               help="Seconds between a running trial's heartbeats (set by the process that creates the study); "
                    "a trial silent for 3 of them is retried by another worker.")
 @click.option("--status", "show_status", is_flag=True, help="Show a sweep's progress and results so far, then exit.")
+@click.option("--export", "export", type=click.Choice(["best", "all", "none"]), default="best", show_default=True,
+              help="Which runs are exported to ONNX and verified: the sweep's best run (at the end), every trial's, "
+                   "or none.")
 @train_options
 @handled
-def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbeat, show_status,
+def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbeat, show_status, export,
           epochs, batch_size, learning_rate, seed, device, backend, quiet, data_dir, out):
     """Train a grid of spec overrides x seeds as trials of an Optuna study.
 
-    Each trial is an ordinary run folder, built, trained, exported and verified as
-    `zoo run` does. Run the same command on other machines, with the same --storage,
-    to join the sweep.
+    Each trial is an ordinary run folder, built and trained as `zoo train` does; the
+    best run is then exported and verified (--export all: every run, as `zoo run`
+    does). Run the same command on other machines, with the same --storage, to join
+    the sweep.
 
     \b
     Example:
@@ -330,7 +334,7 @@ def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbea
     else:
         sweeps.sweep(spec_file, sets, seeds, fixed=fixed, metric=metric, workers=workers, storage_url=storage,
                      study_name=study_name, out=out, data_dir=data_dir, device=device, backend=backend,
-                     heartbeat=heartbeat, quiet=quiet, echo=click.echo)
+                     heartbeat=heartbeat, quiet=quiet, echo=click.echo, export=export)
 
 
 # ----- serve (Triton over the Open Inference Protocol) ---------------------------------------

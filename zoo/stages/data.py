@@ -45,11 +45,25 @@ class Dataset:
         """sha256 of the arrays as the model sees them: the data's identity in provenance.json."""
         import hashlib
 
-        h = hashlib.sha256()
-        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
-            h.update(f"{a.dtype}{a.shape}".encode())
-            h.update(np.ascontiguousarray(a).data)
-        return h.hexdigest()
+        if getattr(self, "_digest", None) is None:  # a kept Dataset is hashed once
+            h = hashlib.sha256()
+            for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+                h.update(f"{a.dtype}{a.shape}".encode())
+                h.update(np.ascontiguousarray(a).data)
+            self._digest = h.hexdigest()
+        return self._digest
+
+
+# A process that trains many models on the same data (a sweep's worker) keeps what it loaded:
+# key -> Dataset, the KEPT most recently used; None when datasets are not kept (every command).
+_kept: dict | None = None
+KEPT = 2
+
+
+def keep_loaded(on: bool = True) -> None:
+    """From now on, `load_dataset` gives the same (read-only) Dataset again for the same data and files."""
+    global _kept
+    _kept = {} if on else None
 
 
 def keras_cache() -> Path:
@@ -319,12 +333,43 @@ def _directory_used(spec: Spec, directory: Path, source: str) -> str | None:
     return None
 
 
+def _kept_key(spec: Spec, directory: Path) -> str:
+    """What a loaded Dataset depends on: the data settings (not preprocessing, which is in the model),
+    the model's input and outputs, the seed where a split draws on it, and the files' sizes and times."""
+    import json
+
+    d, m = spec.data, spec.model
+    split = d.dataset in ("digits", "synthetic_linear", "csv")
+    paths = {"fashion_mnist": [directory / "fashion-mnist" / n for n in FASHION_FILES],
+             "mnist": [directory / "mnist.npz"]}.get(d.dataset, [])
+    if d.path:
+        paths = [Path(d.path).expanduser(), directory / d.path]
+    stats = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths if p.is_file()]
+    return json.dumps([d.model_dump(exclude={"preprocessing"}, mode="json"), m.input_shape, m.input_dtype,
+                       m.class_names, spec.num_outputs, spec.is_classifier, spec.train.seed if split else None,
+                       str(directory), stats], sort_keys=True, default=str)
+
+
 def load_dataset(spec: Spec, directory=None, run=None) -> Dataset:
     """Load and check the data a spec names. Raises DataError.
 
     The data directory is `directory`, else $ZOO_DATA_DIR, else the one the trained `run`
-    recorded (metrics.json's data_dir), else keras's cache."""
+    recorded (metrics.json's data_dir), else keras's cache. After `keep_loaded()`, the
+    same data is read once and its Dataset (arrays read-only) given again."""
     directory = data_dir(directory, recorded_data_dir(run))
+    if _kept is None:
+        return _load(spec, directory)
+    key = _kept_key(spec, directory)
+    dataset = _kept.pop(key, None) or _load(spec, directory)
+    for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        a.flags.writeable = False  # shared by every trial of the process: nobody may change it
+    _kept[key] = dataset  # most recently used last
+    while len(_kept) > KEPT:
+        del _kept[next(iter(_kept))]
+    return dataset
+
+
+def _load(spec: Spec, directory: Path) -> Dataset:
     kind = spec.data.dataset
     if kind == "fashion_mnist":
         parts = _fashion_mnist(directory)

@@ -19,12 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-from zoo.core import runs, signals
+from zoo.core import files, runs, signals
+from zoo.core.backend import import_keras
+from zoo.core.contract import SPEC_FILE
 from zoo.core.errors import Interrupted, SweepError, TrainingError, UsageError, ZooError
 from zoo.spec.schema import NAME_PATTERN
 from zoo.sweep.grid import plan
 from zoo.sweep.report import progress_line, results, write_results
 from zoo.sweep.study import (
+    EXPORTS,
     GRACE_FACTOR,
     HEARTBEAT_SECONDS,
     connect,
@@ -52,8 +55,11 @@ class SweepInterrupted(ZooError):
 
 def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1, storage_url=None,
           study_name=None, out=None, data_dir=None, device=None, backend=None, heartbeat=HEARTBEAT_SECONDS,
-          quiet=False, echo=print) -> dict:
+          quiet=False, echo=print, export="best") -> dict:
     """Run a sweep: validate the grid, create or join the study, run N workers, write the results.
+
+    `export`: "best" (the trials are trained only; the best run is then exported and
+    verified), "all" (every trial as `zoo run` makes it) or "none".
 
     Returns the results (see `report.results`). Raises UsageError/SpecError (exit 2) before
     anything runs for a bad grid or an unreachable storage; SweepError (exit 11) when every
@@ -71,7 +77,9 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
         _mkdir(folder)
         storage_url = default_storage(out, name)
     storage = connect(storage_url)
-    (study, definition), created = open_study(storage, name, the_plan, heartbeat, log=lambda m: None)
+    if export not in EXPORTS:
+        raise UsageError(f"--export {export!r}: choose one of {', '.join(EXPORTS)}")
+    (study, definition), created = open_study(storage, name, the_plan, heartbeat, log=lambda m: None, export=export)
     _mkdir(folder)
     echo(f"sweep {name}: {definition['trials']} trials ({len(the_plan.points) // len(the_plan.seeds)} combinations x "
          f"{len(the_plan.seeds)} seeds) in {masked(normalize_url(storage_url))}"
@@ -93,7 +101,35 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     if not found["best"]:
         raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md "
                             f"and the worker logs in {folder}/logs")
+    if definition.get("export", "all") == "best":
+        export_best(found["best"]["best_run"]["run_dir"], data_dir, echo)
     return found
+
+
+def export_best(run_dir: str, data_dir, echo) -> None:
+    """Export and verify the sweep's best run (once: a run already exported and verified is left as it is)."""
+    from zoo import api
+    from zoo.core.errors import RunLockedError
+    from zoo.sweep.worker import finished_run
+
+    run = Path(run_dir)
+    spec = files.read_json(run / SPEC_FILE)
+    if finished_run(run, spec, "all") is not None:
+        echo(f"the best run {run} is exported and verified (model.onnx, card.md, verify.json)")
+        return
+    started = time.perf_counter()
+    try:
+        with runs.locked(run, create=False):  # its trial was trained without plots: draw them now
+            import_keras()
+            from zoo.stages.train.trainer import draw_plots
+
+            draw_plots(api.load_spec(run / SPEC_FILE), run, data_dir)
+        report = api.export(run, data_dir=data_dir)
+    except RunLockedError:  # another machine of the same sweep got there first
+        echo(f"the best run {run} is being exported by another process")
+        return
+    echo(f"exported the best run {run} (and drew its plots): model.onnx, card.md; verify.json "
+         f"{report['status']} ({time.perf_counter() - started:.1f}s)")
 
 
 def _terminate(signum, frame):

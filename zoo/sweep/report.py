@@ -77,9 +77,18 @@ def _row(t, definition) -> dict:
             "seed": t.params.get(SEED_KEY, fixed.get(SEED_KEY)), "state": t.state.name.lower(),
             "test": t.user_attrs.get("zoo:test", {}), "train_seconds": t.user_attrs.get("zoo:train_seconds"),
             "seconds": t.user_attrs.get("zoo:seconds"), "reused": t.user_attrs.get("zoo:reused", False),
+            "other_seconds": _other_seconds(t),
             "run_dir": t.user_attrs.get("zoo:run_dir"),
             "error": t.user_attrs.get("zoo:error") or (f"its worker died {MAX_RETRIES + 1} times" if stale(t) else ""),
             "worker": t.user_attrs.get("zoo:worker", "")}
+
+
+def _other_seconds(t) -> float | None:
+    """A trial's seconds not spent in the epochs: build, data, checkpoints, plots, writes (and export)."""
+    seconds, train = t.user_attrs.get("zoo:seconds"), t.user_attrs.get("zoo:train_seconds")
+    if seconds is None or t.state.name != "COMPLETE":
+        return None
+    return round(seconds if t.user_attrs.get("zoo:reused") or train is None else seconds - train, 3)
 
 
 def _summary(rows) -> list[dict]:
@@ -149,7 +158,7 @@ def ranked(rows, d) -> list[dict]:
 
 
 def _trials_table(d, rows, metrics) -> list[str]:
-    head = [*d["keys"], "seed", "state", *metrics, "train s", "trial s", "run"]
+    head = [*d["keys"], "seed", "state", *metrics, "train s", "other s", "trial s", "run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "values" not in r:
@@ -157,7 +166,8 @@ def _trials_table(d, rows, metrics) -> list[str]:
             continue
         state = r["state"] + (" (reused)" if r["reused"] else "") + (f": {r['error']}" if r["error"] else "")
         cells = [json.dumps(r["values"][k]) for k in d["keys"]] + [str(r["seed"]), state]
-        cells += [_fmt(r["test"].get(m)) for m in metrics] + [_fmt(r["train_seconds"], 2), _fmt(r["seconds"], 2),
+        cells += [_fmt(r["test"].get(m)) for m in metrics] + [_fmt(r["train_seconds"], 2), _fmt(r["other_seconds"], 2),
+                                                            _fmt(r["seconds"], 2),
                                                             Path(r["run_dir"]).name if r["run_dir"] else r["run"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines
@@ -193,13 +203,14 @@ def _results_csv(found, metrics) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["trial", "run", *d["keys"], "seed", "state", *(f"test_{m}" for m in metrics),
-                "train_seconds", "trial_seconds", "reused", "run_dir", "worker", "error"])
+                "train_seconds", "other_seconds", "trial_seconds", "reused", "run_dir", "worker", "error"])
     for r in found["rows"]:
         if "values" not in r:
             w.writerow(["", r["run"], *[""] * (len(d["keys"]) + 1), r["state"]])
             continue
         w.writerow([r["trial"], r["run"], *(_csv(r["values"][k]) for k in d["keys"]), r["seed"], r["state"],
-                    *(r["test"].get(m, "") for m in metrics), r["train_seconds"] or "", r["seconds"] or "",
+                    *(r["test"].get(m, "") for m in metrics), r["train_seconds"] or "",
+                    "" if r["other_seconds"] is None else r["other_seconds"], r["seconds"] or "",
                     r["reused"], r["run_dir"] or "", r["worker"], r["error"]])
     return out.getvalue()
 

@@ -69,14 +69,15 @@ class Session:
 
 
 def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, quiet=False, log=print,
-              compiled=None) -> dict:
+              compiled=None, with_plots=True) -> dict:
     """Train the model a spec describes into the run folder. Returns metrics.json's content.
 
     Raises DataError for bad data, TrainingError for a NaN/inf loss or a missing device,
     UsageError when --resume meets a spec that changed what the checkpoints are.
     `compiled` picks the epoch runner (default: CompiledEpochs on TensorFlow). `log` gets
     every progress line, one per epoch included (unless quiet; on a terminal a progress
-    bar shows the epochs instead).
+    bar shows the epochs instead). `with_plots=False` leaves out curves.png and
+    predictions.png (a sweep's trials; `draw_plots` makes them later).
     """
     history, first_epoch, changes = resume_state(spec, run, resume)  # before any data or model work
     device_name = backend_mod.configure(device, spec.train.seed)
@@ -101,7 +102,7 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
     best_epoch = restore_best(session, quiet, log)
     test = test_metrics(session, best_epoch, dataset)
     metrics = metrics_record(session, test, best_epoch, dataset, device_name, wall, epochs_run)
-    write_outputs(session, metrics, dataset)
+    write_outputs(session, metrics, dataset, with_plots)
     return metrics
 
 
@@ -330,16 +331,35 @@ def metrics_record(s: Session, test: dict, best_epoch: int, dataset, device_name
     return metrics
 
 
-def write_outputs(s: Session, metrics: dict, dataset) -> None:
-    """model.keras, metrics.json, curves.png and (for image classifiers) predictions.png."""
-    import keras
-
+def write_outputs(s: Session, metrics: dict, dataset, with_plots=True) -> None:
+    """model.keras, metrics.json, and (`with_plots`) curves.png and, for image classifiers, predictions.png."""
     write_model(s.run, s.model, s.made_from)
     write_metrics(s.run, metrics)
-    with provenance.artefact(s.run, CURVES_PNG, "train", inputs=[HISTORY_FILE]) as tmp:
-        plots.curves(s.history, s.spec, tmp, metrics["best_epoch"] if s.spec.train.early_stopping else None)
-    if s.spec.is_classifier and len(s.spec.model.input_shape) == 2:
-        logits = keras.ops.convert_to_numpy(s.model(dataset.x_test[:18], training=False))
-        with provenance.artefact(s.run, PREDICTIONS_PNG, "train", inputs=[MODEL_KERAS]) as tmp:
+    if with_plots:
+        write_plots(s.spec, s.run, s.history, s.model, dataset, metrics["best_epoch"])
+
+
+def write_plots(spec: Spec, run: Path, history: list, model, dataset, best_epoch: int) -> None:
+    """curves.png and (for image classifiers) predictions.png of a trained model."""
+    import keras
+
+    with provenance.artefact(run, CURVES_PNG, "train", inputs=[HISTORY_FILE]) as tmp:
+        plots.curves(history, spec, tmp, best_epoch if spec.train.early_stopping else None)
+    if spec.is_classifier and len(spec.model.input_shape) == 2:
+        logits = keras.ops.convert_to_numpy(model(dataset.x_test[:18], training=False))
+        with provenance.artefact(run, PREDICTIONS_PNG, "train", inputs=[MODEL_KERAS]) as tmp:
             plots.predictions(dataset.x_test[:18], dataset.y_test[:18], np.argmax(logits, axis=-1),
                               dataset.class_names, tmp)
+
+
+def draw_plots(spec: Spec, run: Path, data_dir=None) -> None:
+    """The plots of a run trained without them (a sweep's trial), from its files. Call with the run locked."""
+    from zoo.core import files
+    from zoo.core.contract import METRICS_FILE
+    from zoo.stages import build
+
+    provenance.check_chain(run, MODEL_KERAS)
+    history = files.read_json(run / HISTORY_FILE)
+    model = build.load_model(run / MODEL_KERAS)
+    write_plots(spec, run, history, model, load_dataset(spec, data_dir, run=run),
+                files.read_json(run / METRICS_FILE)["best_epoch"])
