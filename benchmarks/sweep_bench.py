@@ -7,7 +7,7 @@ One grid of 24 trials per spec (4 learning rates x 3 values of a second key x 2 
   (SQLite study, two worker processes, each loading its dataset once, the default
   `--export best`: the best run exported to ONNX and verified at the end; that export
   is inside the time).
-- peer: one process, an Optuna study with a GridSampler over the same grid and
+- peer: one process (this script with --peer), an Optuna study with a GridSampler over the same grid and
   `study.optimize(objective, n_jobs=2)`; the data loaded once, up front, with zoo's own
   loader (the peer's fastest way to the same arrays); each trial builds the same Keras
   model (`zoo.stages.build.build_model`), compiles it with SGD and the spec's loss, and
@@ -15,8 +15,8 @@ One grid of 24 trials per spec (4 learning rates x 3 values of a second key x 2 
   on the test set. Nothing is written, exported or verified.
 
 Reported per spec: trials per minute of each (wall clock from the command's start to its
-end; the peer's process start-up and imports are not counted, zoo's are), the ratio,
-and zoo's median non-training seconds per trial (results.csv's `other_seconds`).
+end, imports and data loading included for both), the ratio, and zoo's median
+non-training seconds per trial (results.csv's `other_seconds`).
 
 Usage:
     nice python benchmarks/sweep_bench.py                        # both specs
@@ -115,12 +115,26 @@ def run_peer(spec_name: str, epochs: int, workers: int) -> dict:
     return {"trials": len(done), "wall": wall, "best": max(t.value for t in done)}
 
 
+def time_peer(spec: str, epochs: int, workers: int) -> dict:
+    """The peer as a user runs it: a fresh process, its imports and data loading in the time."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, __file__, "--peer", spec, "--epochs", str(epochs), "--workers",
+                           str(workers)], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if done.returncode != 0:
+        raise SystemExit(f"the peer failed: {done.stderr[-2000:]}")
+    return {**json.loads(done.stdout.strip().splitlines()[-1]), "wall": time.perf_counter() - started}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--specs", nargs="+", default=list(GRIDS), choices=list(GRIDS))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--peer", choices=list(GRIDS), help="run only the peer's sweep of this spec (JSON out)")
     args = parser.parse_args()
+    if args.peer:
+        print(json.dumps(run_peer(args.peer, args.epochs, args.workers)))
+        return
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
           f"{args.epochs} epochs, {args.workers} workers")
     print("| spec | trials | zoo trials/min | peer trials/min | ratio | zoo median other s/trial | "
@@ -128,7 +142,7 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for spec in args.specs:
         zoo = run_zoo(spec, args.epochs, args.workers)
-        peer = run_peer(spec, args.epochs, args.workers)
+        peer = time_peer(spec, args.epochs, args.workers)
         z, p = 60 * zoo["trials"] / zoo["wall"], 60 * peer["trials"] / peer["wall"]
         print(f"| {spec} | {zoo['trials']} | {z:.1f} ({zoo['wall']:.0f} s) | {p:.1f} ({peer['wall']:.0f} s) | "
               f"**{z / p:.2f}x** | {zoo['other']:.2f} | {zoo['train']:.2f} | {zoo['best']:.4f} / {peer['best']:.4f} | "
