@@ -29,7 +29,7 @@ def test_two_trials_finishing_between_two_looks_get_their_own_count():
 
 def row(run, accuracy, state="complete"):
     return {"trial": 0, "run": run, "values": {"train.learning_rate": run}, "seed": 0, "state": state,
-            "test": {} if accuracy is None else {"accuracy": accuracy}, "train_seconds": 1.0, "seconds": 2.0,
+            "test": {} if accuracy is None else {"accuracy": accuracy}, "train_seconds": 1.0, "seconds": 2.0, "other_seconds": 1.0,
             "reused": False, "run_dir": f"/x/{run}", "error": "", "worker": ""}
 
 
