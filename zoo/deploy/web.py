@@ -108,7 +108,25 @@ def _examples(run: Path, contract: Contract) -> dict | None:
             expected[name] = read_tensor_proto(run / test_data_name("output", i)).reshape(len(x), -1).tolist()
     return {"count": int(len(x)), "shape": list(x.shape), "dtype": str(x.dtype),
             "input_base64": base64.b64encode(np.ascontiguousarray(x).tobytes()).decode("ascii"),
-            "expected": expected}
+            "expected": expected, "labels": _true_labels(run, contract, x)}
+
+
+def _true_labels(run: Path, contract: Contract, x) -> list[int] | None:
+    """The true classes of test_data_set_0's examples (the test set's first ones), for the page's
+    grid; None for regression, or where the run's data cannot be read now."""
+    from zoo.core.errors import ZooError
+    from zoo.spec import validate
+    from zoo.stages.data import load_dataset
+
+    if not contract.is_classifier or not isinstance(contract.metadata.get(META_SPEC), dict):
+        return None
+    try:
+        data = load_dataset(validate(contract.metadata[META_SPEC], "model.onnx"), run=run)
+    except ZooError:
+        return None
+    if not np.array_equal(data.x_test[:len(x)].reshape(x.shape), x):  # not the examples test_data_set_0 holds
+        return None
+    return [int(v) for v in data.y_test[:len(x)]]
 
 
 def _page_config(contract: Contract, examples: dict | None, ort: dict) -> dict:

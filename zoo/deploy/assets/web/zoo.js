@@ -312,7 +312,10 @@ async function setUpExamples() {
     if (config.is_classifier) {
       const p = out.probabilities[i];
       const best = p.indexOf(Math.max(...p));
-      label.textContent = `${config.class_names[best]} ${(100 * p[best]).toFixed(0)}%`;
+      const truth = examples.labels ? examples.labels[i] : null; // the test set's own label, where known
+      label.textContent = (truth === null ? "" : `true ${config.class_names[truth]} · `) +
+        `pred ${config.class_names[best]} ${(100 * p[best]).toFixed(0)}%`;
+      if (truth !== null && truth !== best) cell.classList.add("wrong");
     } else {
       label.textContent = out.predictions[i].map((v) => v.toPrecision(4)).join(", ");
     }
