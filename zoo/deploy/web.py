@@ -121,7 +121,7 @@ def _true_labels(run: Path, contract: Contract, x) -> list[int] | None:
     if not contract.is_classifier or not isinstance(contract.metadata.get(META_SPEC), dict):
         return None
     try:
-        data = load_dataset(validate(contract.metadata[META_SPEC], "model.onnx"), run=run)
+        data = load_dataset(validate(contract.metadata[META_SPEC], MODEL_ONNX), run=run)
     except ZooError:
         return None
     if not np.array_equal(data.x_test[:len(x)].reshape(x.shape), x):  # not the examples test_data_set_0 holds
