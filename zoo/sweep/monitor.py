@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -87,6 +88,8 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     echo(f"runs go to {runs.runs_root(out).resolve()}/{the_plan.spec_name}-<hash>; results to {folder}")
     if _unfinished(study):
         procs = _spawn(workers, storage_url, name, out, data_dir, device, backend, definition["heartbeat"], folder)
+        if definition.get("export", "all") == "best":  # the best run's export needs Keras: load it while they train
+            threading.Thread(target=_import_keras_gently, daemon=True, name="zoo-import-keras").start()
         try:
             with signals.on_signal(_terminate, (signal.SIGTERM,)):  # a scheduler cancelling the job: as Ctrl-C
                 _monitor(study, definition, procs, quiet, echo)
@@ -104,6 +107,16 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     if definition.get("export", "all") == "best":
         export_best(found["best"]["best_run"]["run_dir"], data_dir, echo)
     return found
+
+
+def _import_keras_gently() -> None:
+    """Import Keras at the lowest priority (this thread only, on Linux): the workers' start-up and trials come first."""
+    import contextlib
+
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    with contextlib.suppress(ZooError):  # a missing backend is said when the export needs it
+        import_keras()
 
 
 def export_best(run_dir: str, data_dir, echo) -> None:
