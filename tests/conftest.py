@@ -44,6 +44,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
+# ----- slow end-to-end tests: run by `pytest --slow` (or ZOO_SLOW=1) and by CI ----------------
+
+SLOW_REASON = "slow end-to-end test (trains and exports models): run with `pytest --slow` or ZOO_SLOW=1 (.ci/run does)"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", default=False,
+                     help="also run the tests marked slow (end-to-end: they train and export models)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--slow") or os.environ.get("ZOO_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason=SLOW_REASON)
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def catalog_specs():
     return sorted(p for p in SPECS.glob("*.json") if p.name != "schema.json")
 

@@ -52,6 +52,12 @@ def test_list_shows_the_catalog():
     for path in catalog_specs():
         assert path.name in result.output
     assert re.search(r"fashion-mnist-mlp\.json\s+mlp\s+fashion_mnist\s+203,530", result.output)
+    for path in catalog_specs():  # a long description is cut between words, and says so
+        description = json.loads(path.read_text()).get("description", "")
+        line = next(line for line in result.output.splitlines() if line.startswith(path.name + " "))
+        shown = line.split("  ")[-1].strip() if description else ""
+        assert shown == description or (shown.endswith(" …") and description.startswith(shown[:-2])
+                                        and description[len(shown) - 2] == " "), (shown, description)
 
 
 def test_catalog_parameter_counts_equal_keras():
@@ -99,7 +105,7 @@ def test_build_writes_the_run_and_prints_keras_counts(zoo, tmp_path):
 
 @pytest.mark.parametrize("args,code,message", [
     (["build", "missing.json"], 2, "missing.json: no such file"),
-    (["train", "nowhere/"], 2, "nowhere/: no such run folder"),
+    (["train", "nowhere/"], 2, "nowhere/: no such run folder; make it first with `zoo build SPEC`"),
     (["train"], 2, "no run yet under"),
     (["export", "nowhere"], 2, "no such run folder"),
     (["verify", "nowhere/model.onnx"], 2, "no such ONNX file"),

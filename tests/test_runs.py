@@ -97,8 +97,12 @@ def test_start_over_removes_every_trained_artefact(tmp_path):
         provenance.save_text(run, contract.MODEL_ONNX, "o", "export", inputs=[contract.MODEL_KERAS])
         (run / contract.CHECKPOINTS).mkdir()
         (run / contract.CHECKPOINTS / "epoch-0001.keras").write_text("c")
-        runs.start_over(run)
-    assert sorted(p.name for p in run.iterdir() if not p.name.startswith(".")) == [contract.MANIFEST, contract.SPEC_FILE]
+        provenance.save_text(run, "web/index.html", "p", "web", inputs=[contract.MODEL_ONNX])
+        removed = runs.start_over(run)
+    left = sorted(p.name for p in run.iterdir() if not p.name.startswith(".") and p.name != "web")
+    assert left == [contract.MANIFEST, contract.SPEC_FILE] and not (run / "web" / "index.html").exists()
+    # what was removed is said by name: the trained files, the checkpoints and what was made from them
+    assert removed == [contract.MODEL_KERAS, contract.MODEL_ONNX, contract.CHECKPOINTS, "web"]
 
 
 def test_latest_names_the_last_run_and_says_what_to_do_without_one(tmp_path):

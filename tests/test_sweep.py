@@ -9,6 +9,7 @@ import csv
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -240,8 +241,9 @@ def completed_once(trials, expected_runs):
     assert sorted(complete) == sorted(expected_runs), complete
 
 
-def check_results(folder: Path, the_plan, out: Path, failing=()):
-    """results.csv, summary.csv and results.md against the runs' own metrics.json."""
+def check_results(folder: Path, the_plan, out: Path, failing=(), exported="best"):
+    """results.csv, summary.csv and results.md against the runs' own metrics.json; the runs
+    exported and verified as --export says (best: only the best run, with its plots)."""
     rows = {r["run"]: r for r in csv.DictReader(open(folder / "results.csv"))}
     assert list(rows) == [p.run for p in the_plan.points]
     by_combo = {}
@@ -257,7 +259,8 @@ def check_results(folder: Path, the_plan, out: Path, failing=()):
         assert float(row["test_accuracy"]) == metrics["test"]["accuracy"]
         assert float(row["test_loss"]) == metrics["test"]["loss"]
         assert float(row["train_seconds"]) == metrics["wall_seconds"]
-        assert json.loads((out / p.run / "verify.json").read_text())["status"] == "passed"
+        other = float(row["other_seconds"])  # build, data, writes: the trial's seconds not in its epochs
+        assert 0 < other and other == pytest.approx(float(row["trial_seconds"]) - metrics["wall_seconds"], abs=2e-3)
         assert json.loads((out / p.run / "spec.json").read_text()) == p.spec
         by_combo.setdefault(p.values["train.learning_rate"], []).append(metrics["test"]["accuracy"])
     summary = {float(r["train.learning_rate"]): r for r in csv.DictReader(open(folder / "summary.csv"))}
@@ -267,6 +270,15 @@ def check_results(folder: Path, the_plan, out: Path, failing=()):
     best_lr = max(by_combo, key=lambda lr: statistics.fmean(by_combo[lr]))
     best_run = max((p for p in the_plan.points if p.values["train.learning_rate"] == best_lr),
                    key=lambda p: json.loads((out / p.run / "metrics.json").read_text())["test"]["accuracy"])
+    for p in the_plan.points:
+        if p.values["train.learning_rate"] in failing:
+            continue
+        if exported == "all" or (exported == "best" and p.run == best_run.run):
+            assert json.loads((out / p.run / "verify.json").read_text())["status"] == "passed"
+            assert (out / p.run / "curves.png").is_file() and (out / p.run / "card.md").is_file()
+        else:  # trained only: metrics, history and model
+            assert not (out / p.run / "model.onnx").exists() and not (out / p.run / "curves.png").exists()
+            assert (out / p.run / "history.json").is_file() and (out / p.run / "model.keras").is_file()
     md = (folder / "results.md").read_text()
     mean = statistics.fmean(by_combo[best_lr])
     assert f"Best: train.learning_rate={best_lr}: test accuracy {mean:.4f}" in md
@@ -334,6 +346,8 @@ def test_sqlite_sweep_with_two_workers_one_killed_mid_trial(tmp_path):
     assert len(list((folder / "logs").glob("worker-*.log"))) == 2
     md = check_results(folder, the_plan, out, failing=(1e20,))
     assert md in stdout and "2 trial(s) failed; 1 retried after their worker died" in md
+    assert sorted(re.findall(r"^\[(\d)/6\]", stdout, re.M)) == list("123456")  # each line counts one more
+    assert "exported the best run" in stdout
 
     # the status of the finished sweep
     status = subprocess.run([sys.executable, "-m", "zoo", "sweep", "--status", "--study", study], capture_output=True,
@@ -431,6 +445,20 @@ def test_postgresql_sweep_with_two_workers(tmp_path, postgres):
     other = run_sweep(tmp_path, "--set", "train.learning_rate=0.05,0.3", "--epochs", "1", "--storage", postgres,
                       "--study", "pg")
     assert other.returncode == 2 and "study pg holds another sweep" in other.stderr, other.stderr
+
+
+@pytest.mark.slow
+def test_export_all_exports_and_verifies_every_trial_as_zoo_run_does(tmp_path):
+    the_plan = plan(DIGITS, ["train.learning_rate=0.05,0.2"], "0", fixed={"train.epochs": 1})
+    done = run_sweep(tmp_path, "--set", "train.learning_rate=0.05,0.2", "--epochs", "1", "--export", "all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = tmp_path / "exports"
+    check_results(out / "sweeps" / the_plan.default_study, the_plan, out, exported="all")
+    assert "exported the best run" not in done.stdout
+    # the same grid with the default --export best reuses the exported runs (no training)
+    again = run_sweep(tmp_path, "--set", "train.learning_rate=0.05,0.2", "--epochs", "1", "--study", "again")
+    assert again.returncode == 0 and again.stdout.count("(reused)") == 2 * 2, again.stdout
+    assert "is exported and verified" in again.stdout
 
 
 @pytest.mark.slow

@@ -366,6 +366,10 @@ def test_curves_label_the_y_axis_and_tick_whole_epochs():
     linear = validate(spec_dict("linear-synthetic"))
     assert plots.curves_figure([{"epoch": 1, "loss": 0.1, "val_loss": 0.2}], linear).axes[0].get_ylabel() == \
         plots.Y_LABEL_REGRESSION
+    # early stopping: the best epoch, whose weights the model kept, is marked
+    marked = plots.curves_figure(history, spec, best_epoch=2).axes[0]
+    assert plots.best_label(2) in {t.get_text() for t in marked.get_legend().get_texts()}
+    assert any(list(line.get_xdata()) == [2, 2] for line in marked.get_lines())
 
 
 def test_predictions_say_which_line_is_the_truth():

@@ -98,7 +98,15 @@ def test_export_web_writes_the_page_with_a_local_onnxruntime(digits, tmp_path):
     examples = json.loads((web / "examples.json").read_text())
     x = _read_tensor(digits / "test_data_set_0" / "input_0.pb")
     assert np.array_equal(np.frombuffer(base64.b64decode(examples["input_base64"]), np.float32).reshape(x.shape), x)
+    assert examples["labels"] == _true_labels(digits, len(x))  # the grid shows the truth beside the prediction
     assert not [p for p in digits.iterdir() if p.name.startswith(".web.")]  # no temporary folder left, old or new
+
+
+def _true_labels(run, n):
+    from zoo.spec import load_spec
+    from zoo.stages.data import load_dataset
+
+    return load_dataset(load_spec(run / "spec.json")).y_test[:n].tolist()
 
 
 def test_without_onnxruntime_web_the_page_uses_a_pinned_cdn_and_says_so(digits, tmp_path):
@@ -233,6 +241,30 @@ def open_page(browser):
             server.server_close()
 
 
+def test_a_cdn_page_offline_says_what_to_install(digits, browser, tmp_path):
+    """Where the CDN cannot be reached, the page says to install onnxruntime-web, as the export command did."""
+    from zoo.deploy.web import INSTALL_ORT_WEB, make_server
+
+    done = _zoo("export", digits, "--no-onnx", "--web", "--ort-web", "cdn", cwd=tmp_path)
+    assert done.returncode == 0 and INSTALL_ORT_WEB in done.stdout, done.stdout
+    server = make_server(digits, 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    page = browser.new_page()
+    try:
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(origin + "/")
+                   else route.abort())
+        page.goto(origin + "/")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Error')", timeout=30000)
+        said = page.text_content("#status")
+    finally:
+        page.close()
+        server.shutdown()
+        server.server_close()
+    assert "needs the network" in said and INSTALL_ORT_WEB in said, said
+    assert "web/ort" not in said  # a CDN page has no ort/ folder to check
+
+
 def _page_predict(page, x):
     kind = "Uint8Array" if x.dtype == np.uint8 else "Float32Array"
     return page.evaluate(f"(values) => window.zoo.predict(new {kind}(values))", x.ravel().tolist())
@@ -258,6 +290,12 @@ def test_page_matches_onnxruntime_on_test_data_and_a_drawn_stroke(digits, open_p
         np.testing.assert_allclose(np.asarray(got[name]), want[name], rtol=0, atol=1e-5)
     one = _page_predict(page, x[3])
     np.testing.assert_allclose(np.asarray(one["probabilities"]), want["probabilities"][3:4], rtol=0, atol=1e-5)
+    # the grid of test examples: the true label beside each prediction, a wrong one marked
+    cells = page.locator("#grid .example span").all_text_contents()
+    truth, predicted = _true_labels(digits, len(x)), want["probabilities"].argmax(axis=1)
+    assert cells == [f"true {t} · pred {p} {100 * want['probabilities'][i][p]:.0f}%"
+                     for i, (t, p) in enumerate(zip(truth, predicted))], cells
+    assert page.locator("#grid .example.wrong").count() == int(sum(t != p for t, p in zip(truth, predicted)))
     assert page.evaluate("window.zoo.examples.maxAbsDiff") < 1e-5  # the page's own check against the export
     assert page.locator(".example").count() == len(x)
     error = page.evaluate("window.zoo.predict(new Float32Array(5)).then(() => '', e => e.message)")

@@ -118,10 +118,11 @@ def build(spec: SpecLike, *, out=None) -> Built:
 
 def train(spec: SpecLike = None, *, out=None, resume=False, data_dir=None, device=None, backend=None,
           log: Optional[Callable[[str], None]] = None, quiet=None, epochs=None, batch_size=None,
-          learning_rate=None, seed=None) -> dict:
+          learning_rate=None, seed=None, plots=True) -> dict:
     """Train a spec's model (or a run folder's; None: the latest run). Returns metrics.json's content.
 
-    `epochs`, `batch_size`, `learning_rate`, `seed` override the spec's train settings.
+    `epochs`, `batch_size`, `learning_rate`, `seed` override the spec's train settings;
+    `plots=False` leaves out curves.png and predictions.png (a sweep's trials).
     `log` receives progress lines (default: none). Raises DataError, TrainingError,
     UsageError (e.g. `resume` with a changed model or dataset), RunLockedError.
     """
@@ -134,7 +135,7 @@ def train(spec: SpecLike = None, *, out=None, resume=False, data_dir=None, devic
     with runs.locked(run):
         runs.set_latest(run)
         return train_run(spec, run, data_dir=data_dir, resume=resume, device=device, quiet=quiet,
-                         log=log or _quiet)
+                         log=log or _quiet, with_plots=plots)
 
 
 def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=None, data_dir=None, verify=True,
@@ -308,20 +309,24 @@ def table_columns(spec: SpecLike, *, data_dir=None) -> list[dict]:
     return [{**c, "how": prep.inferred.get(c["name"], "")} for c in prep.to_json()["columns"]]
 
 
-def predict(model: SpecLike, inputs, *, out=None, top_k=3) -> list[dict]:
+def predict(model: SpecLike, inputs, *, out=None, top_k=3, log: Optional[Callable[[str], None]] = None) -> list[dict]:
     """Run an exported model with onnxruntime alone on a .npy, an image, a .csv or a TensorProto .pb.
 
     `model` is a model.onnx path, a variant's file (.onnx, .ort, or .tflite: run by the LiteRT
     interpreter), or a spec / run folder whose model.onnx to use.
     Returns one record per example: top classes with probabilities, or predictions.
+    `log` hears of each resize or rescale of an image (the model card says what an image must be).
     """
     from zoo.stages.predict import predict_file
 
     if not isinstance(model, (dict, Spec)) and str(model).endswith((".onnx", ".ort", ".tflite")):
         onnx_path = Path(model)
+    elif not isinstance(model, (dict, Spec)) and Path(model).is_file() and Path(model).suffix != ".json":
+        raise UsageError(f"{model}: predict runs the exported ONNX model with onnxruntime; give "
+                         f"{Path(model).parent / MODEL_ONNX} (or the run folder), after `zoo export {Path(model).parent}`")
     else:
         onnx_path = run_folder(model, out) / MODEL_ONNX
-    return predict_file(onnx_path, inputs, top_k=top_k)
+    return predict_file(onnx_path, inputs, top_k=top_k, log=log)
 
 
 def run(spec: SpecLike, *, out=None, data_dir=None, device=None, backend=None,
@@ -333,6 +338,36 @@ def run(spec: SpecLike, *, out=None, data_dir=None, device=None, backend=None,
     spec = with_overrides(load_spec(spec), **overrides)  # loaded and validated once, handed down
     folder = runs.run_dir(spec.name, out)
     metrics = train(spec, out=out, data_dir=data_dir, device=device, backend=backend, log=log, quiet=quiet)
+    for line in training_summary(metrics, folder):  # what training made, before the export's lines
+        (log or _quiet)(line)
     report = _export(folder, opset=None, atol=None, rtol=None, data_dir=data_dir, verify=True, onnx=True, web=False,
                      ort_web=None, triton=None, log=log or _quiet, trained=(spec, metrics))
+    for line in next_steps(folder):
+        (log or _quiet)(line)
     return {"run": folder, "metrics": metrics, "verify": report}
+
+
+def training_summary(metrics: dict, run: Path) -> list[str]:
+    """The lines that close a training: the test metrics, the learned weights of a linear model, the files."""
+    from zoo.core.contract import CURVES_PNG, HISTORY_FILE, METRICS_FILE, MODEL_KERAS, PREDICTIONS_PNG
+
+    test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
+    lines = [f"test: {test}  ({metrics['wall_seconds']:.1f}s, {metrics['device']})"]
+    if "w" in metrics and len(metrics["w"]) <= 16:  # d2l's few weights; a table's hundreds stay in metrics.json
+        lines.append(f"learned w = {[round(v, 4) for v in metrics['w']]}, b = {[round(v, 4) for v in metrics['b']]}")
+    made = [MODEL_KERAS, HISTORY_FILE, METRICS_FILE, CURVES_PNG] + [PREDICTIONS_PNG] * (Path(run) / PREDICTIONS_PNG).is_file()
+    lines.append(f"wrote {run}/{', '.join(made)}")
+    return lines
+
+
+def next_steps(run: Path) -> list[str]:
+    """What an exported run holds and the commands that use it: predict, the page, a server."""
+    from zoo.core.contract import CARD_FILE, TEST_DATA_SET, VERIFY_FILE, test_data_name
+
+    run = Path(run)
+    shown = run.relative_to(Path.cwd()) if run.is_relative_to(Path.cwd()) else run
+    return [f"made {shown}/: {MODEL_ONNX}, {VERIFY_FILE}, {TEST_DATA_SET}/, {CARD_FILE} (how to call the model)",
+            "next:",
+            f"  zoo predict {shown}/{MODEL_ONNX} {shown}/{test_data_name('input', 0)}",
+            f"  zoo export {shown} --web && zoo web {shown}      # the model in a browser page",
+            f"  zoo export {shown} --triton && zoo serve {shown}  # a Triton server (README: Serving)"]

@@ -8,6 +8,7 @@ Every `ZooError` becomes one line on stderr and its exit code (see errors.EXIT_C
 from __future__ import annotations
 
 import json
+from textwrap import shorten
 
 import click
 
@@ -53,7 +54,8 @@ def list_cmd(folder):
     click.echo(f"{'spec':<{width}}  {'kind':<7}  {'dataset':<16}  {'params':>9}  description")
     for r in rows:
         params = f"{r['params']:,}" if r["params"] is not None else "invalid" if r["kind"] == "?" else "by data"
-        click.echo(f"{r['file']:<{width}}  {r['kind']:<7}  {r['dataset']:<16}  {params:>9}  {r['description'][:60]}")
+        click.echo(f"{r['file']:<{width}}  {r['kind']:<7}  {r['dataset']:<16}  {params:>9}  "
+                   f"{shorten(r['description'], 60, placeholder=' …')}")
 
 
 @main.command()
@@ -159,11 +161,10 @@ def train_options(fn):
 
 
 def _report_training(metrics, run):
-    test = "  ".join(f"{k} {v:.4f}" for k, v in metrics["test"].items())
-    click.echo(f"test: {test}  ({metrics['wall_seconds']:.1f}s, {metrics['device']})")
-    if "w" in metrics and len(metrics["w"]) <= 16:  # d2l's few weights; a table's hundreds stay in metrics.json
-        click.echo(f"learned w = {[round(v, 4) for v in metrics['w']]}, b = {[round(v, 4) for v in metrics['b']]}")
-    click.echo(f"wrote {run}/model.keras, history.json, metrics.json, curves.png")
+    from zoo import api
+
+    for line in api.training_summary(metrics, run):
+        click.echo(line)
 
 
 @main.command()
@@ -262,7 +263,7 @@ def predict(model, inputs, top_k, as_json):
     from zoo.api import predict as predict_api
     from zoo.stages.predict import format_predictions
 
-    results = predict_api(model, inputs, top_k=top_k)
+    results = predict_api(model, inputs, top_k=top_k, log=lambda message: click.echo(message, err=True))
     click.echo(json.dumps(results, indent=2) if as_json else format_predictions(results))
 
 
@@ -282,7 +283,8 @@ def run(spec_file, epochs, batch_size, learning_rate, seed, device, backend, qui
     done = api.run(spec_file, out=out, data_dir=data_dir, device=device, backend=backend,
                    log=None if quiet else click.echo, quiet=quiet, epochs=epochs, batch_size=batch_size,
                    learning_rate=learning_rate, seed=seed)
-    _report_training(done["metrics"], done["run"])
+    if quiet:  # otherwise api.run said it all as it went
+        _report_training(done["metrics"], done["run"])
 
 
 # ----- web: the page zoo export --web writes ----------------------------------------------
@@ -323,15 +325,19 @@ def web(target, port, out):
               help="Seconds between a running trial's heartbeats (set by the process that creates the study); "
                    "a trial silent for 3 of them is retried by another worker.")
 @click.option("--status", "show_status", is_flag=True, help="Show a sweep's progress and results so far, then exit.")
+@click.option("--export", "export", type=click.Choice(["best", "all", "none"]), default="best", show_default=True,
+              help="Which runs are exported to ONNX and verified: the sweep's best run (at the end), every trial's, "
+                   "or none.")
 @train_options
 @handled
-def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbeat, show_status,
+def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbeat, show_status, export,
           epochs, batch_size, learning_rate, seed, device, backend, quiet, data_dir, out):
     """Train a grid of spec overrides x seeds as trials of an Optuna study.
 
-    Each trial is an ordinary run folder, built, trained, exported and verified as
-    `zoo run` does. Run the same command on other machines, with the same --storage,
-    to join the sweep.
+    Each trial is an ordinary run folder, built and trained as `zoo train` does; the
+    best run is then exported and verified (--export all: every run, as `zoo run`
+    does). Run the same command on other machines, with the same --storage, to join
+    the sweep.
 
     \b
     Example:
@@ -348,7 +354,7 @@ def sweep(spec_file, sets, seeds, workers, storage, study_name, metric, heartbea
     else:
         sweeps.sweep(spec_file, sets, seeds, fixed=fixed, metric=metric, workers=workers, storage_url=storage,
                      study_name=study_name, out=out, data_dir=data_dir, device=device, backend=backend,
-                     heartbeat=heartbeat, quiet=quiet, echo=click.echo)
+                     heartbeat=heartbeat, quiet=quiet, echo=click.echo, export=export)
 
 
 # ----- serve (Triton over the Open Inference Protocol) ---------------------------------------

@@ -160,7 +160,8 @@ def find_run(target, out=None) -> Path:
     p = Path(target)
     if p.is_dir():
         return p
-    raise UsageError(f"{target}: no such run folder")
+    raise UsageError(f"{target}: no such run folder; make it first with `zoo build SPEC` (or `zoo run SPEC`), "
+                     f"or give the spec itself: `zoo train SPEC`")
 
 
 # Everything a training makes or consumes, for a fresh start; runs of an older zoo have
@@ -170,9 +171,13 @@ TRAINED = (contract.MODEL_KERAS, contract.HISTORY_FILE, contract.METRICS_FILE, c
            contract.TEST_DATA_SET, contract.CHECKPOINTS)
 
 
-def start_over(run: Path) -> None:
+def start_over(run: Path) -> list[str]:
     """Remove every artefact of an earlier training (and all made from it): a fresh
-    build or training replaces the run, so nothing old can be taken for the new model's."""
-    invalidate(run, *TRAINED[:-2], prefix=contract.CHECKPOINTS + "/")
+    build or training replaces the run, so nothing old can be taken for the new model's.
+    Returns the names removed, in TRAINED's order, then any other artefact made from them."""
+    present = [name for name in TRAINED if os.path.lexists(Path(run) / name)]
+    cascaded = invalidate(run, *TRAINED[:-2], prefix=contract.CHECKPOINTS + "/")
     for name in TRAINED:
         remove(Path(run) / name)
+    others = {n.split("/")[0]: None for n in cascaded if n.split("/")[0] not in TRAINED}  # web/..., triton/...
+    return present + list(others)

@@ -105,13 +105,21 @@ def _about(spec, c: Contract, metrics, opset) -> str:
 - training: {spec.train.optimizer}, learning rate {spec.train.learning_rate}, batch {spec.train.batch_size}, {spec.train.epochs} epochs, seed {spec.train.seed}
 - test metrics: {test}
 - ONNX: opset {opset}; input `{INPUT_NAME}` {[BATCH_DIM, *m.input_shape]} {m.input_dtype}, raw values (preprocessing is inside the graph); outputs {out_desc}
-{classes}
+{_image_line(spec)}{classes}
 Files: `{MODEL_ONNX}`, `{MODEL_KERAS}`, `{SPEC_FILE}`, `{METRICS_FILE}`, `{VERIFY_FILE}`, and
 `{TEST_DATA_SET}/` ({_bare(TEST_INPUT)}, {_bare(test_data_name("output", 0))}, ...: TensorProtos to check any runtime).
 
 Each program below runs in this folder: it reads `{TEST_INPUT}`, runs `{MODEL_ONNX}` and
 prints one line per example: {'`index class name probability`' if c.is_classifier else '`index value ...`'}.
 """
+
+
+def _image_line(spec) -> str:
+    """The card's word on images for `zoo predict` (and the page): what an image must be."""
+    from zoo.stages.predict import image_reading
+
+    said = image_reading(spec.model.input_shape, spec.data.dataset)
+    return f"- images (`zoo predict MODEL.onnx IMAGE`): {said}\n" if said else ""
 
 
 def _asset(name: str) -> string.Template:

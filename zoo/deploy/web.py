@@ -52,6 +52,12 @@ ORT_INTEGRITY = {
     ORT_WASM: "sha384-vjBJ1z7qrhkTyYsNqKeF6c7N+nOJSU94czEo+tvZcu8G75JparGq9kB+kTnEUNVM",
 }
 ORT_ENV = "ZOO_ORT_WEB"
+# What the page says when it cannot start (model.json's ort.advice), and the export command too
+INSTALL_ORT_WEB = ("run `npm install onnxruntime-web` in zoo's checkout (or any folder above the run), "
+                   "then `zoo export RUN --web` again")
+CDN_ADVICE = (f"This page loads onnxruntime-web {ORT_WEB_VERSION} from {ORT_CDN} and needs the network; "
+              f"for a page that works offline, {INSTALL_ORT_WEB}.")
+LOCAL_ADVICE = "Serve this folder with `zoo web RUN` (a page opened as a file cannot load its model)."
 PAGE_FILES = ("index.html", "zoo.js", "style.css")
 WEB = WEB_DIR
 DIGIT_DATASETS = ("mnist", "digits")  # drawn digits are scaled into a box and centred by mass, as MNIST was
@@ -116,7 +122,25 @@ def _examples(run: Path, contract: Contract, variant=None) -> dict | None:
             expected[output] = read_tensor_proto(run / name("output", i)).reshape(len(x), -1).tolist()
     return {"count": int(len(x)), "shape": list(x.shape), "dtype": str(x.dtype),
             "input_base64": base64.b64encode(np.ascontiguousarray(x).tobytes()).decode("ascii"),
-            "expected": expected}
+            "expected": expected, "labels": _true_labels(run, contract, x)}
+
+
+def _true_labels(run: Path, contract: Contract, x) -> list[int] | None:
+    """The true classes of test_data_set_0's examples (the test set's first ones), for the page's
+    grid; None for regression, or where the run's data cannot be read now."""
+    from zoo.core.errors import ZooError
+    from zoo.spec import validate
+    from zoo.stages.data import load_dataset
+
+    if not contract.is_classifier or not isinstance(contract.metadata.get(META_SPEC), dict):
+        return None
+    try:
+        data = load_dataset(validate(contract.metadata[META_SPEC], MODEL_ONNX), run=run)
+    except ZooError:
+        return None
+    if not np.array_equal(data.x_test[:len(x)].reshape(x.shape), x):  # not the examples test_data_set_0 holds
+        return None
+    return [int(v) for v in data.y_test[:len(x)]]
 
 
 def _page_config(contract: Contract, examples: dict | None, ort: dict) -> dict:
@@ -173,11 +197,11 @@ def write_web(run: Path, *, ort_web=None, log=print, variant=None) -> Path:
             for name in (ORT_MODULE, ORT_WASM):
                 shutil.copyfile(dist / name, tmp / "ort" / name)
             ort = {"source": "local", "version": _ort_version(dist), "module": f"./ort/{ORT_MODULE}",
-                   "wasm": f"./ort/{ORT_WASM}", "integrity": {}}
+                   "wasm": f"./ort/{ORT_WASM}", "integrity": {}, "advice": LOCAL_ADVICE}
         else:
             ort = {"source": "cdn", "version": ORT_WEB_VERSION, "module": ORT_CDN + ORT_MODULE,
                    "wasm": ORT_CDN + ORT_WASM,
-                   "integrity": {ORT_CDN + name: h for name, h in ORT_INTEGRITY.items()}}
+                   "integrity": {ORT_CDN + name: h for name, h in ORT_INTEGRITY.items()}, "advice": CDN_ADVICE}
         config = {**_page_config(contract, examples, ort), "model": model.name, "variant": variant or "float32"}
         (tmp / "model.json").write_text(json.dumps(config, indent=2) + "\n")
         if examples:
@@ -199,7 +223,7 @@ def write_web(run: Path, *, ort_web=None, log=print, variant=None) -> Path:
     else:
         log(f"wrote {target}/; no onnxruntime-web found (--ort-web DIR, ${ORT_ENV} or a node_modules nearby), "
             f"so the page loads onnxruntime-web {ORT_WEB_VERSION} from {ORT_CDN} (checked against sha384 "
-            f"hashes) and needs the network; `npm install onnxruntime-web` and rerun for an offline page")
+            f"hashes) and needs the network; for an offline page, {INSTALL_ORT_WEB}")
     if examples is None:
         log(f"  no {TEST_DATA_SET}/ in {run}: the page has no example grid (run `zoo verify {run}` to write it)")
     return target

@@ -11,23 +11,21 @@ Files are never unpickled.
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import os
-import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from zoo.core.arrays import csv_numbers, exact_cast, read_csv_rows
-from zoo.core.errors import DataError, io_error
+from zoo.core.arrays import exact_cast
+from zoo.core.errors import DataError
 from zoo.spec import Spec
+from zoo.stages.data_files import read_csv, read_idx, read_npz
 
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 DIGIT_CLASSES = [str(i) for i in range(10)]
-MAX_IDX_ITEMS = 10_000_000  # a header claiming more than this is corrupt, not big data
 
 
 @dataclass
@@ -39,114 +37,71 @@ class Dataset:
     class_names: list[str] | None
     source: str  # what was read, for metrics.json and the model card
     table: object = None  # tables: zoo.stages.tabular.TableSplit (fitted preprocessing, raw rows)
+    directory: str | None = None  # the data directory the files came from (absolute): metrics.json's data_dir
 
     def digest(self) -> str:
         """sha256 of the arrays as the model sees them: the data's identity in provenance.json."""
         import hashlib
 
-        h = hashlib.sha256()
-        for a in (self.x_train, self.y_train, self.x_test, self.y_test):
-            h.update(f"{a.dtype}{a.shape}".encode())
-            h.update(np.ascontiguousarray(a).data)
-        return h.hexdigest()
+        if getattr(self, "_digest", None) is None:  # a kept Dataset is hashed once
+            h = hashlib.sha256()
+            for a in (self.x_train, self.y_train, self.x_test, self.y_test):
+                h.update(f"{a.dtype}{a.shape}".encode())
+                h.update(np.ascontiguousarray(a).data)
+            self._digest = h.hexdigest()
+        return self._digest
 
 
-def data_dir(explicit=None) -> Path:
-    """--data-dir, else $ZOO_DATA_DIR, else keras's download cache."""
-    chosen = explicit or os.environ.get("ZOO_DATA_DIR")
-    if chosen:
-        return Path(chosen).expanduser()
+# A process that trains many models on the same data (a sweep's worker) keeps what it loaded:
+# key -> Dataset, the KEPT most recently used; None when datasets are not kept (every command).
+_kept: dict | None = None
+KEPT = 2
+
+
+def keep_loaded(on: bool = True) -> None:
+    """From now on, `load_dataset` gives the same (read-only) Dataset again for the same data and files."""
+    global _kept
+    _kept = {} if on else None
+
+
+def keras_cache() -> Path:
+    """Where keras.datasets downloads to (and zoo looks last)."""
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "datasets"
 
 
-# ----- file formats ---------------------------------------------------------------------
+def data_dir(explicit=None, recorded=None) -> Path:
+    """--data-dir, else $ZOO_DATA_DIR, else the folder the run was trained from (`recorded`),
+    else keras's download cache."""
+    chosen = explicit or os.environ.get("ZOO_DATA_DIR") or recorded
+    if chosen:
+        return Path(chosen).expanduser()
+    return keras_cache()
 
-def read_idx(path: Path, expected_magic: int) -> np.ndarray:
-    """Read a gzipped IDX file (uint8 data, the MNIST family's format).
 
-    The header is read first and then at most the byte count it declares (plus one,
-    to notice extra bytes), so a corrupt header or a gzip bomb cannot exhaust memory.
-    """
+def recorded_data_dir(run) -> str | None:
+    """The data directory a trained run's metrics.json records (None when it records none)."""
+    from zoo.core.contract import METRICS_FILE
+    from zoo.core.files import read_json
+
+    if run is None or not (Path(run) / METRICS_FILE).is_file():
+        return None
     try:
-        with gzip.open(path, "rb") as f:
-            head = f.read(4)
-            if len(head) < 4:
-                raise DataError(f"{path}: {len(head)} bytes is too short for an IDX header")
-            magic = struct.unpack(">I", head)[0]
-            if magic != expected_magic:
-                raise DataError(f"{path}: IDX magic number {magic}, expected {expected_magic}; is this the right file?")
-            ndim = magic & 0xFF
-            raw_dims = f.read(4 * ndim)
-            if len(raw_dims) < 4 * ndim:
-                raise DataError(f"{path}: header truncated")
-            dims = struct.unpack(f">{ndim}I", raw_dims)
-            count = int(np.prod(dims, dtype=np.int64))
-            if dims[0] > MAX_IDX_ITEMS or count > MAX_IDX_ITEMS * 28 * 28:
-                raise DataError(f"{path}: header says {'x'.join(map(str, dims))}, more than any IDX dataset holds; the file is corrupt")
-            raw = f.read(count + 1)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except PermissionError as e:
-        raise io_error(path, e, "read") from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: corrupt or truncated gzip ({e}); delete it and download it again") from None
-    if len(raw) != count:
-        raise DataError(f"{path}: header says {'x'.join(map(str, dims))} ({count:,} bytes) "
-                        f"but the file holds {'more' if len(raw) > count else f'{len(raw):,}'}; the file is truncated or corrupt")
-    return np.frombuffer(raw, np.uint8).reshape(dims)
-
-
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """The four arrays of a keras.datasets-style .npz; never unpickles."""
-    keys = ("x_train", "y_train", "x_test", "y_test")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in keys if k not in f.files]
-            if missing:
-                raise DataError(f"{path}: missing arrays {', '.join(missing)}; found {', '.join(f.files) or 'none'}. "
-                                f"An .npz needs x_train, y_train, x_test, y_test")
-            return {k: f[k] for k in keys}
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except PermissionError as e:
-        raise io_error(path, e, "read") from None
-    except DataError:
-        raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise DataError(f"{path}: holds pickled Python objects, which zoo never loads; save plain numeric arrays") from None
-        raise DataError(f"{path}: not a valid .npz ({e})") from None
-    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError, ...
-        raise DataError(f"{path}: not a valid .npz ({type(e).__name__}: {e})") from None
-
-
-def read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Features (float32) and labels from a CSV with a header row."""
-    rows = read_csv_rows(path)
-    if len(rows) < 2:
-        raise DataError(f"{path}: needs a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
-    if label_column not in header:
-        raise DataError(f"{path}: no column {label_column!r} (data.label_column); columns are {', '.join(header)}")
-    try:
-        values = csv_numbers(rows[1:], path, header=header, first_line=2)
-    except DataError as e:  # text or an empty cell: the file is a table, which "dataset": "csv" is not
-        if "not a number" in str(e) or "is empty" in str(e):
-            raise DataError(f'{e}; for columns of text or with empty cells, use "dataset": "table" '
-                            f"(README: Tables)") from None
-        raise
-    label = header.index(label_column)
-    return np.delete(values, label, axis=1), values[:, label]
+        return read_json(Path(run) / METRICS_FILE).get("data_dir")
+    except Exception:  # an unreadable metrics.json is verify's and export's own error to report
+        return None
 
 
 # ----- the datasets ---------------------------------------------------------------------
 
+FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
 def _fashion_mnist(directory: Path):
     folder = directory / "fashion-mnist"
-    names = ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"]
+    names = list(FASHION_FILES)
     if not all((folder / n).exists() for n in names):
-        (x_train, y_train), (x_test, y_test) = _download("fashion_mnist", folder)
+        (x_train, y_train), (x_test, y_test) = _download("fashion_mnist", folder, names)
         return x_train, y_train, x_test, y_test, FASHION_MNIST_CLASSES, "keras.datasets.fashion_mnist"
     arrays = [read_idx(folder / n, 2051 if "images" in n else 2049) for n in names]
     for images, labels, n_img, n_lab in ((arrays[0], arrays[1], names[0], names[1]), (arrays[2], arrays[3], names[2], names[3])):
@@ -158,20 +113,40 @@ def _fashion_mnist(directory: Path):
 def _mnist(directory: Path):
     path = directory / "mnist.npz"
     if not path.exists():
-        (x_train, y_train), (x_test, y_test) = _download("mnist", path)
+        (x_train, y_train), (x_test, y_test) = _download("mnist", directory, ["mnist.npz"])
         return x_train, y_train, x_test, y_test, DIGIT_CLASSES, "keras.datasets.mnist"
     a = read_npz(path)
     return a["x_train"], a["y_train"], a["x_test"], a["y_test"], DIGIT_CLASSES, str(path)
 
 
-def _download(name, where):
+def _download(name, where: Path, files: list[str]):
+    """keras.datasets' download of `name` into keras_cache(); DataError naming the real cause
+    and the files looked for. A failed download leaves no empty folder behind."""
     import keras
 
+    cache = keras_cache()
+    made = [d for d in (cache, cache / name.replace("_", "-")) if not d.exists()]
     try:
         return getattr(keras.datasets, name).load_data()
     except Exception as e:  # no network, a proxy, a half-finished download
-        raise DataError(f"{name}: not found at {where} and the download through keras.datasets failed "
-                        f"({type(e).__name__}); put the files there or point ZOO_DATA_DIR (or --data-dir) at a folder that has them") from None
+        for folder in reversed(made):
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a partial download is keras's to resume
+        raise DataError(f"{name}: {', '.join(files)} not found in {where}, and the download through "
+                        f"keras.datasets failed: {download_cause(e)}; put the files there, or point ZOO_DATA_DIR "
+                        f"(or --data-dir) at a folder that has them") from None
+
+
+def download_cause(error: BaseException) -> str:
+    """The reason a keras.datasets download failed, in words: no network, or the error's own first line."""
+    import urllib.error
+
+    cause = error.__context__ if isinstance(error.__context__, (urllib.error.URLError, OSError)) else error
+    text = (str(cause).splitlines() or [type(cause).__name__])[0][:200]
+    if isinstance(cause, (urllib.error.URLError, ConnectionError, TimeoutError)) or "URL fetch failure" in text:
+        reason = getattr(cause, "reason", cause)
+        return f"no network connection ({reason})"
+    return f"{type(cause).__name__}: {text}"
 
 
 def _split(x, y, test_fraction, seed, source="data"):
@@ -272,9 +247,53 @@ def _check_y(y, name, n, spec: Spec, source):
     return y.astype(np.int32)
 
 
-def load_dataset(spec: Spec, directory=None) -> Dataset:
-    """Load and check the data a spec names. Raises DataError."""
-    directory = data_dir(directory)
+def _directory_used(spec: Spec, directory: Path, source: str) -> str | None:
+    """The absolute data directory the files were read from, for metrics.json (None: no files, or an absolute path)."""
+    kind = spec.data.dataset
+    if kind in ("fashion_mnist", "mnist"):
+        return str((keras_cache() if source.startswith("keras.datasets") else directory).resolve())
+    if kind in ("npz", "csv", "table") and not Path(spec.data.path).expanduser().is_absolute():
+        return str(Path.cwd() if Path(spec.data.path).expanduser().exists() else directory.resolve())
+    return None
+
+
+def _kept_key(spec: Spec, directory: Path) -> str:
+    """What a loaded Dataset depends on: the data settings (not preprocessing, which is in the model),
+    the model's input and outputs, the seed where a split draws on it, and the files' sizes and times."""
+    import json
+
+    d, m = spec.data, spec.model
+    split = d.dataset in ("digits", "synthetic_linear", "csv", "table", "penguins")
+    paths = {"fashion_mnist": [directory / "fashion-mnist" / n for n in FASHION_FILES],
+             "mnist": [directory / "mnist.npz"]}.get(d.dataset, [])
+    if d.path:
+        paths = [Path(d.path).expanduser(), directory / d.path]
+    stats = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths if p.is_file()]
+    return json.dumps([d.model_dump(exclude={"preprocessing"}, mode="json"), m.input_shape, m.input_dtype,
+                       m.class_names, spec.num_outputs, spec.is_classifier, spec.train.seed if split else None,
+                       str(directory), stats], sort_keys=True, default=str)
+
+
+def load_dataset(spec: Spec, directory=None, run=None) -> Dataset:
+    """Load and check the data a spec names. Raises DataError.
+
+    The data directory is `directory`, else $ZOO_DATA_DIR, else the one the trained `run`
+    recorded (metrics.json's data_dir), else keras's cache. After `keep_loaded()`, the
+    same data is read once and its Dataset (arrays read-only) given again."""
+    directory = data_dir(directory, recorded_data_dir(run))
+    if _kept is None:
+        return _load(spec, directory)
+    key = _kept_key(spec, directory)
+    dataset = _kept.pop(key, None) or _load(spec, directory)
+    for a in (dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test):
+        a.flags.writeable = False  # shared by every trial of the process: nobody may change it
+    _kept[key] = dataset  # most recently used last
+    while len(_kept) > KEPT:
+        del _kept[next(iter(_kept))]
+    return dataset
+
+
+def _load(spec: Spec, directory: Path) -> Dataset:
     kind = spec.data.dataset
     if spec.is_table:
         return _table(spec, directory)
@@ -295,7 +314,8 @@ def load_dataset(spec: Spec, directory=None) -> Dataset:
     y_test = _check_y(y_test, "y_test", len(x_test), spec, source)
     if spec.data.limit:
         x_train, y_train = x_train[: spec.data.limit], y_train[: spec.data.limit]
-    return Dataset(x_train, y_train, x_test, y_test, spec.model.class_names or class_names, source)
+    return Dataset(x_train, y_train, x_test, y_test, spec.model.class_names or class_names, source,
+                   directory=_directory_used(spec, directory, source))
 
 
 def _table(spec: Spec, directory: Path) -> Dataset:
@@ -306,4 +326,5 @@ def _table(spec: Spec, directory: Path) -> Dataset:
     x_train, y_train, x_test, y_test, class_names, source, split = tabular.load_table(spec, path)
     if spec.data.limit:
         x_train, y_train = x_train[: spec.data.limit], y_train[: spec.data.limit]
-    return Dataset(x_train, y_train, x_test, y_test, class_names, source, split)
+    return Dataset(x_train, y_train, x_test, y_test, class_names, source, table=split,
+                   directory=_directory_used(spec, directory, source))

@@ -20,9 +20,10 @@ TRUE_PREFIX, PRED_PREFIX = "true: ", "pred: "
 PREDICTIONS_TITLE = "each image: true label (top line) / predicted label (bottom line, red when wrong)"
 
 
-def curves(history, spec, path):
-    """Train loss, train accuracy and test accuracy per epoch (MSE and MAE for regression)."""
-    _save(curves_figure(history, spec), path)
+def curves(history, spec, path, best_epoch=None):
+    """Train loss, train accuracy and test accuracy per epoch (MSE and MAE for regression);
+    `best_epoch`: early stopping's best, whose weights the model kept, marked by a line."""
+    _save(curves_figure(history, spec, best_epoch), path)
 
 
 def _save(fig, path):
@@ -32,7 +33,11 @@ def _save(fig, path):
     plt.close(fig)
 
 
-def curves_figure(history, spec):
+def best_label(epoch: int) -> str:
+    return f"best epoch {epoch} (weights kept)"
+
+
+def curves_figure(history, spec, best_epoch=None):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
     epochs = [h["epoch"] for h in history]
@@ -41,6 +46,8 @@ def curves_figure(history, spec):
     for key in keys:
         if history and key in history[0]:
             ax.plot(epochs, [h[key] for h in history], marker="o", markersize=3, label=labels[key])
+    if best_epoch:
+        ax.axvline(best_epoch, color="tab:green", linestyle="--", linewidth=1, label=best_label(best_epoch))
     from matplotlib.ticker import MaxNLocator
 
     ax.set_xlabel("epoch")

@@ -12,21 +12,38 @@ from zoo.core.errors import DataError, UsageError, ZooError, io_error
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 NPY_MAGIC = b"\x93NUMPY"
+# The pixel value standing for white in a dataset's images, where it is not an image file's 255:
+# scikit-learn's digits are 0-16. An image given to such a model is rescaled (and `zoo predict` says so).
+PIXEL_WHITE = {"digits": 16}
 
 
-def read_input(path: Path, shape: list[int], dtype: str) -> np.ndarray:
+def image_reading(shape, dataset) -> str:
+    """What `zoo predict` does with an image for a model taking `shape` trained on `dataset`
+    (the model card's sentence); "" for a model that takes no images."""
+    if len(shape) != 2:
+        return ""
+    white = PIXEL_WHITE.get(dataset, 255)
+    scaled = (f"; its 0–255 values are rescaled to 0–{white}, the range of `{dataset}` (feed a .npy to give "
+              f"values as they are)" if white != 255 else ", values as they are")
+    return (f"an image is read as greyscale pixels 0–255 (colour as luminance); one of another size than "
+            f"{shape[1]}×{shape[0]} is resized (bilinear){scaled}. Each resize or rescale is reported on stderr")
+
+
+def read_input(path: Path, shape: list[int], dtype: str, *, dataset=None, log=None) -> np.ndarray:
     """A batch (n, *shape) of `dtype` from a .npy, an image, a .csv or a TensorProto .pb.
 
     Every value reaches the model exactly or the file is refused: DataError (exit 3)
     for content (not what the extension says, no examples, values that do not survive
     the cast to the model's dtype), UsageError (exit 2) for a missing file or an
-    unknown extension.
+    unknown extension. An image is the exception `image_reading` documents: resized to
+    the model's input and rescaled to its training data's range (`dataset`), each change
+    reported through `log`.
     """
     suffix = path.suffix.lower()
     if not path.is_file():
         raise UsageError(f"{path}: no such input file")
     readers = {".npy": _read_npy, ".csv": _read_csv, ".pb": read_tensor_proto,
-               **{s: lambda p, shape=shape: _read_image(p, shape) for s in IMAGE_SUFFIXES}}
+               **{s: lambda p: _fit_image(p, _read_image(p, shape), shape, dataset, log) for s in IMAGE_SUFFIXES}}
     if suffix not in readers:
         raise UsageError(f"{path}: unknown input type {suffix!r}; give a .npy, .png/.jpg, .csv or .pb (TensorProto)")
     try:
@@ -105,22 +122,40 @@ def _read_image(path, shape):
         alpha = rgba[..., 3] / 255.0 if has_alpha else None
     if alpha is not None:
         grey = grey * alpha  # over black
-    x = np.clip(np.round(grey), 0, 255).astype(np.uint8)
+    return np.clip(np.round(grey), 0, 255).astype(np.uint8)
+
+
+def _fit_image(path, x, shape, dataset, log) -> np.ndarray:
+    """An image's pixels resized to the model's input and rescaled to its data's range, as
+    `image_reading` says; each change reported through `log`."""
+    from PIL import Image
+
+    log = log or (lambda message: None)
     if list(x.shape) != shape:
+        log(f"{path}: resized {x.shape[1]}×{x.shape[0]} to the model's {shape[1]}×{shape[0]} (bilinear)")
         x = np.asarray(Image.fromarray(x).resize((shape[1], shape[0]), Image.BILINEAR))
+    white = PIXEL_WHITE.get(dataset, 255)
+    if white != 255:
+        log(f"{path}: rescaled pixel values 0–255 to 0–{white}, the range the model was trained on ({dataset})")
+        x = x.astype(np.float32) * np.float32(white / 255)
     return x
 
 
-def predict_file(model_path, input_path, top_k=3) -> list[dict]:
-    from zoo.core.contract import LABELED_OUTPUT, Contract
+def predict_file(model_path, input_path, top_k=3, log=None) -> list[dict]:
+    """Run model.onnx on an input file; `log` hears of any resize or rescale of an image."""
+    from zoo.core.contract import LABELED_OUTPUT, META_SPEC, Contract
     from zoo.core.runtime import session
+
+    def image_input(c):  # the dataset tells how an image becomes the model's input (digits: 0..16)
+        spec = c.metadata.get(META_SPEC) if isinstance(c.metadata.get(META_SPEC), dict) else {}
+        dataset = (spec.get("data") or {}).get("dataset") if isinstance(spec.get("data"), dict) else None
+        return read_input(Path(input_path), list(c.input_shape), c.input_dtype, dataset=dataset, log=log)
 
     if Path(model_path).suffix == ".tflite":  # a LiteRT variant: the LiteRT interpreter runs it
         from zoo.stages.variants_verify import open_model
 
         c, run, _ = open_model(Path(model_path))
-        x = read_input(Path(input_path), list(c.input_shape), c.input_dtype)
-        out = dict(zip(c.outputs, run(list(c.outputs), x)))
+        out = dict(zip(c.outputs, run(list(c.outputs), image_input(c))))
     else:  # model.onnx, an ONNX variant or an .ort file
         sess = session(Path(model_path))
         c = Contract.from_session(sess, model_path)  # checks inputs, outputs and metadata first
@@ -129,7 +164,7 @@ def predict_file(model_path, input_path, top_k=3) -> list[dict]:
 
             feeds = table_feeds(Path(input_path), c.columns)
         else:
-            feeds = {sess.get_inputs()[0].name: read_input(Path(input_path), list(c.input_shape), c.input_dtype)}
+            feeds = {sess.get_inputs()[0].name: image_input(c)}
         out = dict(zip(c.outputs, sess.run(list(c.outputs), feeds)))
     if not c.is_classifier:
         return [{"index": i, PREDICTIONS: row.tolist()} for i, row in enumerate(out[c.outputs[0]])]

@@ -297,7 +297,7 @@ def run_variants(spec: Spec, run: Path, names=(), *, model=None, data_dir=None, 
     if not chosen:
         return None
     model = model or load_model(run / MODEL_KERAS)
-    dataset = data_mod.load_dataset(spec, data_dir)
+    dataset = data_mod.load_dataset(spec, data_dir, run=run)
     if remake:
         make_variants(spec, run, chosen, model=model, x_train=dataset.x_train, log=log)
     else:  # verify only those made before (a variant the spec names but never made is not verified)

@@ -174,7 +174,7 @@ def verify_run(spec: Spec, run: Path, *, model=None, onnx_path=None, atol=None, 
     atol = spec.export.atol if atol is None else atol
     rtol = spec.export.rtol if rtol is None else rtol
 
-    dataset = data_mod.load_dataset(spec, data_dir)
+    dataset = data_mod.load_dataset(spec, data_dir, run=run)
     x_test = dataset.x_test[:MAX_EXAMPLES]
     batches = [x_test[i:i + 1000] for i in range(0, len(x_test), 1000)]
     if spec.is_table:

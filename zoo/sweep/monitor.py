@@ -16,15 +16,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from zoo.core import runs, signals
+from zoo.core import files, runs, signals
+from zoo.core.backend import import_keras
+from zoo.core.contract import SPEC_FILE
 from zoo.core.errors import Interrupted, SweepError, TrainingError, UsageError, ZooError
 from zoo.spec.schema import NAME_PATTERN
 from zoo.sweep.grid import plan
 from zoo.sweep.report import progress_line, results, write_results
 from zoo.sweep.study import (
+    EXPORTS,
     GRACE_FACTOR,
     HEARTBEAT_SECONDS,
     connect,
@@ -52,8 +56,11 @@ class SweepInterrupted(ZooError):
 
 def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1, storage_url=None,
           study_name=None, out=None, data_dir=None, device=None, backend=None, heartbeat=HEARTBEAT_SECONDS,
-          quiet=False, echo=print) -> dict:
+          quiet=False, echo=print, export="best") -> dict:
     """Run a sweep: validate the grid, create or join the study, run N workers, write the results.
+
+    `export`: "best" (the trials are trained only; the best run is then exported and
+    verified), "all" (every trial as `zoo run` makes it) or "none".
 
     Returns the results (see `report.results`). Raises UsageError/SpecError (exit 2) before
     anything runs for a bad grid or an unreachable storage; SweepError (exit 11) when every
@@ -71,7 +78,9 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
         _mkdir(folder)
         storage_url = default_storage(out, name)
     storage = connect(storage_url)
-    (study, definition), created = open_study(storage, name, the_plan, heartbeat, log=lambda m: None)
+    if export not in EXPORTS:
+        raise UsageError(f"--export {export!r}: choose one of {', '.join(EXPORTS)}")
+    (study, definition), created = open_study(storage, name, the_plan, heartbeat, log=lambda m: None, export=export)
     _mkdir(folder)
     echo(f"sweep {name}: {definition['trials']} trials ({len(the_plan.points) // len(the_plan.seeds)} combinations x "
          f"{len(the_plan.seeds)} seeds) in {masked(normalize_url(storage_url))}"
@@ -79,6 +88,8 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     echo(f"runs go to {runs.runs_root(out).resolve()}/{the_plan.spec_name}-<hash>; results to {folder}")
     if _unfinished(study):
         procs = _spawn(workers, storage_url, name, out, data_dir, device, backend, definition["heartbeat"], folder)
+        if definition.get("export", "all") == "best":  # the best run's export needs Keras: load it while they train
+            threading.Thread(target=_import_keras_gently, daemon=True, name="zoo-import-keras").start()
         try:
             with signals.on_signal(_terminate, (signal.SIGTERM,)):  # a scheduler cancelling the job: as Ctrl-C
                 _monitor(study, definition, procs, quiet, echo)
@@ -93,7 +104,45 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     if not found["best"]:
         raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md "
                             f"and the worker logs in {folder}/logs")
+    if definition.get("export", "all") == "best":
+        export_best(found["best"]["best_run"]["run_dir"], data_dir, echo)
     return found
+
+
+def _import_keras_gently() -> None:
+    """Import Keras at the lowest priority (this thread only, on Linux): the workers' start-up and trials come first."""
+    import contextlib
+
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    with contextlib.suppress(ZooError):  # a missing backend is said when the export needs it
+        import_keras()
+
+
+def export_best(run_dir: str, data_dir, echo) -> None:
+    """Export and verify the sweep's best run (once: a run already exported and verified is left as it is)."""
+    from zoo import api
+    from zoo.core.errors import RunLockedError
+    from zoo.sweep.worker import finished_run
+
+    run = Path(run_dir)
+    spec = files.read_json(run / SPEC_FILE)
+    if finished_run(run, spec, "all") is not None:
+        echo(f"the best run {run} is exported and verified (model.onnx, card.md, verify.json)")
+        return
+    started = time.perf_counter()
+    try:
+        with runs.locked(run, create=False):  # its trial was trained without plots: draw them now
+            import_keras()
+            from zoo.stages.train.trainer import draw_plots
+
+            draw_plots(api.load_spec(run / SPEC_FILE), run, data_dir)
+        report = api.export(run, data_dir=data_dir)
+    except RunLockedError:  # another machine of the same sweep got there first
+        echo(f"the best run {run} is being exported by another process")
+        return
+    echo(f"exported the best run {run} (and drew its plots): model.onnx, card.md; verify.json "
+         f"{report['status']} ({time.perf_counter() - started:.1f}s)")
 
 
 def _terminate(signum, frame):
@@ -186,6 +235,7 @@ class _Progress:
 
     def __init__(self, definition, quiet, echo):
         self.definition, self.quiet, self.echo, self.seen, self.bar = definition, quiet, echo, set(), None
+        self.counted = set()  # the runs a progress line has counted: each line's [n/total] is one more
         if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -199,7 +249,8 @@ class _Progress:
             self.seen.add(t.number)
             if will_retry(t):
                 continue  # its worker died; a copy runs again
-            line = progress_line(t, self.definition, done, self.definition["trials"])
+            self.counted.add(t.user_attrs.get("zoo:run", t.number))
+            line = progress_line(t, self.definition, len(self.counted), self.definition["trials"])
             if self.bar is not None:
                 self.bar.write(line)
             elif not self.quiet:

@@ -77,9 +77,18 @@ def _row(t, definition) -> dict:
             "seed": t.params.get(SEED_KEY, fixed.get(SEED_KEY)), "state": t.state.name.lower(),
             "test": t.user_attrs.get("zoo:test", {}), "train_seconds": t.user_attrs.get("zoo:train_seconds"),
             "seconds": t.user_attrs.get("zoo:seconds"), "reused": t.user_attrs.get("zoo:reused", False),
+            "other_seconds": _other_seconds(t),
             "run_dir": t.user_attrs.get("zoo:run_dir"),
             "error": t.user_attrs.get("zoo:error") or (f"its worker died {MAX_RETRIES + 1} times" if stale(t) else ""),
             "worker": t.user_attrs.get("zoo:worker", "")}
+
+
+def _other_seconds(t) -> float | None:
+    """A trial's seconds not spent in the epochs: build, data, checkpoints, plots, writes (and export)."""
+    seconds, train = t.user_attrs.get("zoo:seconds"), t.user_attrs.get("zoo:train_seconds")
+    if seconds is None or t.state.name != "COMPLETE":
+        return None
+    return round(seconds if t.user_attrs.get("zoo:reused") or train is None else seconds - train, 3)
 
 
 def _summary(rows) -> list[dict]:
@@ -119,7 +128,8 @@ def markdown(found) -> str:
     d, rows = found["definition"], found["rows"]
     metrics = sorted({m for r in rows for m in r.get("test", {})}, key=lambda m: (m != d["metric"], m))
     title = f"## Sweep {found['study']}: {d['spec']}, {d['trials']} trials, ranked by test {d['metric']} ({d['direction']})"
-    lines = [title, "", *_trials_table(d, rows, metrics), "", *_summary_table(d, found["summary"], metrics), ""]
+    lines = [title, "", *_trials_table(d, ranked(rows, d), metrics), "",
+             *_summary_table(d, ranked(found["summary"], d), metrics), ""]
     best = found["best"]
     if best:
         mean, std = best["stats"][d["metric"]]
@@ -135,8 +145,20 @@ def markdown(found) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ranked(rows, d) -> list[dict]:
+    """Trials (or combinations) best first by the sweep's metric; those without it last, in grid order."""
+    sign = -1 if d["direction"] == "maximize" else 1
+
+    def key(r):
+        value = r["stats"][d["metric"]][0] if "stats" in r and d["metric"] in r["stats"] else \
+            r.get("test", {}).get(d["metric"]) if r.get("state") == "complete" else None
+        return (value is None, 0.0 if value is None else sign * value)
+
+    return sorted(rows, key=key)  # stable: ties keep grid order
+
+
 def _trials_table(d, rows, metrics) -> list[str]:
-    head = [*d["keys"], "seed", "state", *metrics, "train s", "trial s", "run"]
+    head = [*d["keys"], "seed", "state", *metrics, "train s", "other s", "trial s", "run"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "values" not in r:
@@ -144,7 +166,8 @@ def _trials_table(d, rows, metrics) -> list[str]:
             continue
         state = r["state"] + (" (reused)" if r["reused"] else "") + (f": {r['error']}" if r["error"] else "")
         cells = [json.dumps(r["values"][k]) for k in d["keys"]] + [str(r["seed"]), state]
-        cells += [_fmt(r["test"].get(m)) for m in metrics] + [_fmt(r["train_seconds"], 2), _fmt(r["seconds"], 2),
+        cells += [_fmt(r["test"].get(m)) for m in metrics] + [_fmt(r["train_seconds"], 2), _fmt(r["other_seconds"], 2),
+                                                            _fmt(r["seconds"], 2),
                                                             Path(r["run_dir"]).name if r["run_dir"] else r["run"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines
@@ -180,13 +203,14 @@ def _results_csv(found, metrics) -> str:
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["trial", "run", *d["keys"], "seed", "state", *(f"test_{m}" for m in metrics),
-                "train_seconds", "trial_seconds", "reused", "run_dir", "worker", "error"])
+                "train_seconds", "other_seconds", "trial_seconds", "reused", "run_dir", "worker", "error"])
     for r in found["rows"]:
         if "values" not in r:
             w.writerow(["", r["run"], *[""] * (len(d["keys"]) + 1), r["state"]])
             continue
         w.writerow([r["trial"], r["run"], *(_csv(r["values"][k]) for k in d["keys"]), r["seed"], r["state"],
-                    *(r["test"].get(m, "") for m in metrics), r["train_seconds"] or "", r["seconds"] or "",
+                    *(r["test"].get(m, "") for m in metrics), r["train_seconds"] or "",
+                    "" if r["other_seconds"] is None else r["other_seconds"], r["seconds"] or "",
                     r["reused"], r["run_dir"] or "", r["worker"], r["error"]])
     return out.getvalue()
 

@@ -31,6 +31,8 @@ READY_TIMEOUT = 120  # seconds a joining process waits for the creator to enqueu
 ATTR = "zoo:sweep"  # the study's system attribute holding the sweep's definition
 READY = "zoo:ready"  # set once every trial is enqueued
 STUDY_DB = "study.db"  # the default storage: SQLite inside the sweep folder
+EXPORTS = ("best", "all", "none")  # --export: which runs of a sweep get model.onnx, card.md and verify.json
+INSTALL = "pip install -e '.[sweep]'"  # the README's words: zoo is installed from its checkout
 
 
 def optuna():
@@ -38,7 +40,7 @@ def optuna():
     try:
         import optuna
     except ImportError:
-        raise UsageError("zoo sweep needs Optuna and SQLAlchemy: pip install 'zoo[sweep]'") from None
+        raise UsageError(f"zoo sweep needs Optuna and SQLAlchemy: {INSTALL} (in zoo's checkout)") from None
     import warnings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -95,7 +97,7 @@ def _rdb_storage(url: str, heartbeat: int | None):
                 grace_period=heartbeat * GRACE_FACTOR if heartbeat else None, heartbeat_stale_trial_callback=retry)
         except ImportError:
             raise UsageError(f"--storage {masked(url)}: its database driver is not installed "
-                             f"(pip install 'zoo[sweep]' brings psycopg2 and PyMySQL)") from None
+                             f"({INSTALL} brings psycopg2 and PyMySQL)") from None
         except Exception as e:  # sqlalchemy's OperationalError & co: a wrong host, port, password, database
             cause = e.__cause__ or e
             first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -151,17 +153,19 @@ def unparam(value, choices):
     return value
 
 
-def open_study(storage, name: str, the_plan: Plan, heartbeat: int, log=print):
+def open_study(storage, name: str, the_plan: Plan, heartbeat: int, log=print, export="best"):
     """Create the study and enqueue the grid, or join the same sweep already there.
 
-    Returns ((study, definition), created). Raises UsageError when the study holds another sweep.
+    `export` (which runs get exported: best, all, none) is the creator's; a joining process
+    follows it. Returns ((study, definition), created). Raises UsageError when the study
+    holds another sweep.
     """
     op = optuna()
     try:
         study = op.create_study(storage=storage, study_name=name, direction=the_plan.direction)
     except op.exceptions.DuplicatedStudyError:
         return join_study(storage, name, the_plan.fingerprint), False
-    definition = the_plan.definition(heartbeat)
+    definition = {**the_plan.definition(heartbeat), "export": export}
     study_id = storage.get_study_id_from_name(name)
     study.set_metric_names([the_plan.metric])
     storage.set_study_system_attr(study_id, ATTR, definition)

@@ -1,9 +1,12 @@
 """A sweep's worker: claim a trial, run it into an ordinary run folder, tell the study; again,
 until no trial is waiting or running.
 
-A trial is built, trained, exported and verified by `zoo.api.run`, as `zoo run` does; a
-run folder already trained, exported and verified from the very same spec (its provenance
-record intact) is reused instead. A diverging trial is told FAIL and the sweep goes on.
+A trial is built and trained by `zoo.api.train` (the sweep's `--export best`, the default,
+or `none`: the sweep exports and verifies only its best run at the end), or built, trained,
+exported and verified by `zoo.api.run` (`--export all`), as `zoo run` does. A run folder
+already made so from the very same spec (its provenance record intact) is reused instead.
+A diverging trial is told FAIL and the sweep goes on. A worker keeps each dataset it
+loads (zoo.stages.data.keep_loaded): its trials read the data once.
 
 `zoo sweep` starts workers as `python -m zoo.sweep.worker --study NAME ...` with the
 storage URL in $ZOO_SWEEP_STORAGE (not on the command line: it may hold a password); a
@@ -23,32 +26,39 @@ from pathlib import Path
 from zoo import api
 from zoo.core import console, files, provenance, runs, signals
 from zoo.core.backend import import_keras
-from zoo.core.contract import METRICS_FILE, MODEL_ONNX, SPEC_FILE, VERIFY_FILE
+from zoo.core.contract import METRICS_FILE, MODEL_KERAS, MODEL_ONNX, SPEC_FILE, VERIFY_FILE
 from zoo.core.errors import ZooError
+from zoo.stages.data import keep_loaded
 from zoo.sweep.grid import SEED_KEY, combo_label
 from zoo.sweep.study import HEARTBEAT_SECONDS, Heartbeat, claim_next, connect, join_study, optuna, param, trials_in
 
-REUSED_FILES = (SPEC_FILE, METRICS_FILE, MODEL_ONNX, VERIFY_FILE)  # what a reused run must hold, as recorded
+TRAINED_FILES = (SPEC_FILE, METRICS_FILE, MODEL_KERAS)  # what a reused run must hold, as recorded ...
+REUSED_FILES = (*TRAINED_FILES, MODEL_ONNX, VERIFY_FILE)  # ... and with --export all
 
 
-def finished_run(run: Path, spec: dict) -> dict | None:
-    """metrics.json of a run trained from this very spec, exported and verified; else None.
+def finished_run(run: Path, spec: dict, export="all") -> dict | None:
+    """metrics.json of a run trained from this very spec (with `export` "all": also exported
+    and verified); else None.
 
     Every file it relies on must be the one its provenance record names, and made from what
     the record says (check_chain): a run edited by hand, or left half-made, is trained again.
     """
+    exported = export == "all"
     try:
-        for name in REUSED_FILES:
+        for name in REUSED_FILES if exported else TRAINED_FILES:
             provenance.check_chain(run, name)
-        if files.read_json(run / SPEC_FILE) != spec or files.read_json(run / VERIFY_FILE).get("status") != "passed":
+        if files.read_json(run / SPEC_FILE) != spec:
+            return None
+        if exported and files.read_json(run / VERIFY_FILE).get("status") != "passed":
             return None
         return files.read_json(run / METRICS_FILE)
     except (ZooError, OSError):
         return None
 
 
-def run_trial(spec: dict, out, *, data_dir=None, device=None, log=print) -> dict:
-    """Build, train, export and verify one trial's run, as `zoo run` does; reuse a finished one.
+def run_trial(spec: dict, out, *, export="all", data_dir=None, device=None, log=print) -> dict:
+    """Build and train one trial's run (`export` "all": also export and verify it, as `zoo run`
+    does); reuse a finished one.
 
     Returns {"metrics": metrics.json, "run": folder, "reused": bool}.
     Raises the ZooError of the stage that failed (TrainingError when training diverged,
@@ -56,13 +66,17 @@ def run_trial(spec: dict, out, *, data_dir=None, device=None, log=print) -> dict
     """
     run = runs.run_dir(spec["name"], out)
     with runs.locked(run):  # not while another process is making it
-        metrics = finished_run(run, spec)
+        metrics = finished_run(run, spec, export)
     if metrics is not None:
-        log(f"{run}: already trained, exported and verified from this spec; reused")
+        log(f"{run}: already {'trained, exported and verified' if export == 'all' else 'trained'} "
+            f"from this spec; reused")
         return {"metrics": metrics, "run": str(run), "reused": True}
     keras = import_keras()
     try:
-        metrics = api.run(spec, out=out, data_dir=data_dir, device=device, log=log, quiet=True)["metrics"]
+        if export == "all":
+            metrics = api.run(spec, out=out, data_dir=data_dir, device=device, log=log, quiet=True)["metrics"]
+        else:
+            metrics = api.train(spec, out=out, data_dir=data_dir, device=device, log=log, quiet=True, plots=False)
     finally:
         keras.backend.clear_session()  # a worker runs many trials: free each one's graphs
     return {"metrics": metrics, "run": str(run), "reused": False}
@@ -86,11 +100,11 @@ def _tell(study, trial, definition, result, error, seconds, log):
     log(f"trial {trial.number}: {definition['metric']} {value:.4f} ({seconds:.1f}s)")
 
 
-def _needs_training(storage, study_id, out) -> bool:
+def _needs_training(storage, study_id, out, export) -> bool:
     """Whether a waiting trial has no finished run to reuse (a worker then loads Keras up front)."""
     TrialState = optuna().trial.TrialState
     waiting = trials_in(storage, study_id, TrialState.WAITING, TrialState.RUNNING)
-    return any(finished_run(runs.run_dir(t.user_attrs["zoo:run"], out), t.user_attrs["zoo:spec"]) is None
+    return any(finished_run(runs.run_dir(t.user_attrs["zoo:run"], out), t.user_attrs["zoo:spec"], export) is None
                for t in waiting if "zoo:run" in t.user_attrs)
 
 
@@ -111,7 +125,8 @@ def _run_claimed(study, trial_id, definition, *, out, data_dir, device, log) -> 
     started = time.perf_counter()
     result, error = None, None
     try:
-        result = run_trial(spec, out, data_dir=data_dir, device=device, log=log)
+        result = run_trial(spec, out, export=definition.get("export", "all"), data_dir=data_dir, device=device,
+                           log=log)  # a sweep made before --export existed exported every run
     except ZooError as e:
         error = f"{type(e).__name__}: {str(e).splitlines()[0]}"
     except Exception as e:  # a bug: the sweep goes on, the log has the traceback
@@ -130,7 +145,8 @@ def work(url: str, study_name: str, *, out=None, data_dir=None, device="cpu", he
     storage = connect(url, heartbeat=heartbeat)
     study, definition = join_study(storage, study_name)
     study_id = storage.get_study_id_from_name(study_name)
-    if _needs_training(storage, study_id, out):
+    keep_loaded()  # every trial of this worker on the same data reads it once
+    if _needs_training(storage, study_id, out, definition.get("export", "all")):
         import_keras()  # now, so that the first trial's time is the trial's, not TensorFlow's start
     done = 0
     while True:

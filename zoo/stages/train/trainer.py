@@ -27,9 +27,11 @@ import numpy as np
 from zoo.core import backend as backend_mod
 from zoo.core import provenance, runs
 from zoo.core.contract import (
+    CHECKPOINTS,
     CURVES_PNG,
     HISTORY_FILE,
     MODEL_KERAS,
+    MODEL_ONNX,
     PREDICTIONS,
     PREDICTIONS_PNG,
     SPEC_FILE,
@@ -69,25 +71,26 @@ class Session:
 
 
 def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, quiet=False, log=print,
-              compiled=None) -> dict:
+              compiled=None, with_plots=True) -> dict:
     """Train the model a spec describes into the run folder. Returns metrics.json's content.
 
     Raises DataError for bad data, TrainingError for a NaN/inf loss or a missing device,
     UsageError when --resume meets a spec that changed what the checkpoints are.
     `compiled` picks the epoch runner (default: CompiledEpochs on TensorFlow). `log` gets
     every progress line, one per epoch included (unless quiet; on a terminal a progress
-    bar shows the epochs instead).
+    bar shows the epochs instead). `with_plots=False` leaves out curves.png and
+    predictions.png (a sweep's trials; `draw_plots` makes them later).
     """
     history, first_epoch, changes = resume_state(spec, run, resume)  # before any data or model work
     device_name = backend_mod.configure(device, spec.train.seed)
-    dataset = load_dataset(spec, data_dir)
+    dataset = load_dataset(spec, data_dir, run=run)
     x_train, y_train, validation = split_validation(spec, dataset)
     steps = math.ceil(len(x_train) / spec.train.batch_size)
     model = restore_model(spec, run, history, changes, steps, log) if first_epoch else None
     # first: the folder is a run from here on
     made_from = {"@spec": provenance.save_text(run, SPEC_FILE, dumps(spec), "train"), "@data": dataset.digest()}
     if not first_epoch:
-        model = fresh_model(spec, run, x_train, steps, made_from)
+        model = fresh_model(spec, run, x_train, steps, made_from, log)
     cv = cross_validate(spec, dataset, compiled, log, quiet) if spec.train.folds and not first_epoch else None
     runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
     session = Session(spec, run, model, runner, made_from, history, x_train, steps)
@@ -106,7 +109,7 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
         metrics["cv"] = cv
     if dataset.table is not None:
         metrics["columns"] = dataset.table.prep.inferred
-    write_outputs(session, metrics, dataset)
+    write_outputs(session, metrics, dataset, with_plots)
     return metrics
 
 
@@ -146,7 +149,7 @@ def restore_model(spec: Spec, run: Path, history: list, changes: dict, steps: in
     return model
 
 
-def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict):
+def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict, log=print):
     """A new model, adapted to the training set and compiled; the run starts over with it."""
     from zoo.stages import build
 
@@ -155,9 +158,21 @@ def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict):
     compile_model(model, spec, steps)
     # A fresh start replaces the run: nothing of an earlier training may be taken
     # for this one's (export would otherwise find the old model beside a new history).
-    runs.start_over(run)
+    said = removal_line(run, runs.start_over(run))
+    if said:
+        log(said)
     write_history(run, [], made_from)
     return model
+
+
+def removal_line(run: Path, removed: list[str]) -> str:
+    """One line saying what a fresh training removed and why ("" when it removed only the untrained model)."""
+    shown = [f"{n}/" if (n == CHECKPOINTS or "." not in n) else n for n in removed if n != MODEL_KERAS]
+    if not shown:
+        return ""
+    again = " (`zoo export` makes the export again)" if MODEL_ONNX in removed else ""
+    return (f"retraining {run.name} from scratch: removed {', '.join(shown)}, made from the earlier model"
+            f"{again}; `--resume` continues a training instead")
 
 
 def announcement(spec: Spec, n_train: int, first_epoch: int, device_name: str) -> str:
@@ -311,6 +326,7 @@ def metrics_record(s: Session, test: dict, best_epoch: int, dataset, device_name
         "backend": keras.backend.backend(),
         "trainer": type(s.runner).__name__,
         "data": dataset.source,
+        "data_dir": dataset.directory,  # export and verify read the test set from here again
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
         "versions": backend_mod.versions(),
     }
@@ -322,18 +338,37 @@ def metrics_record(s: Session, test: dict, best_epoch: int, dataset, device_name
     return metrics
 
 
-def write_outputs(s: Session, metrics: dict, dataset) -> None:
-    """model.keras, metrics.json, curves.png and (for image classifiers) predictions.png."""
-    import keras
-
+def write_outputs(s: Session, metrics: dict, dataset, with_plots=True) -> None:
+    """model.keras, metrics.json, and (`with_plots`) curves.png and, for image classifiers, predictions.png."""
     write_model(s.run, s.model, s.made_from)
     write_metrics(s.run, metrics)
-    with provenance.artefact(s.run, CURVES_PNG, "train", inputs=[HISTORY_FILE]) as tmp:
-        plots.curves(s.history, s.spec, tmp)
-    if dataset.table is not None:
+    if dataset.table is not None:  # the fitted preprocessing: part of the model, not a plot
         write_preprocessing(s.run, dataset.table.prep, s.made_from)
-    elif s.spec.is_classifier and len(s.spec.model.input_shape) == 2:
-        logits = keras.ops.convert_to_numpy(s.model(dataset.x_test[:18], training=False))
-        with provenance.artefact(s.run, PREDICTIONS_PNG, "train", inputs=[MODEL_KERAS]) as tmp:
+    if with_plots:
+        write_plots(s.spec, s.run, s.history, s.model, dataset, metrics["best_epoch"])
+
+
+def write_plots(spec: Spec, run: Path, history: list, model, dataset, best_epoch: int) -> None:
+    """curves.png and (for image classifiers) predictions.png of a trained model."""
+    import keras
+
+    with provenance.artefact(run, CURVES_PNG, "train", inputs=[HISTORY_FILE]) as tmp:
+        plots.curves(history, spec, tmp, best_epoch if spec.train.early_stopping else None)
+    if dataset.table is None and spec.is_classifier and len(spec.model.input_shape) == 2:
+        logits = keras.ops.convert_to_numpy(model(dataset.x_test[:18], training=False))
+        with provenance.artefact(run, PREDICTIONS_PNG, "train", inputs=[MODEL_KERAS]) as tmp:
             plots.predictions(dataset.x_test[:18], dataset.y_test[:18], np.argmax(logits, axis=-1),
                               dataset.class_names, tmp)
+
+
+def draw_plots(spec: Spec, run: Path, data_dir=None) -> None:
+    """The plots of a run trained without them (a sweep's trial), from its files. Call with the run locked."""
+    from zoo.core import files
+    from zoo.core.contract import METRICS_FILE
+    from zoo.stages import build
+
+    provenance.check_chain(run, MODEL_KERAS)
+    history = files.read_json(run / HISTORY_FILE)
+    model = build.load_model(run / MODEL_KERAS)
+    write_plots(spec, run, history, model, load_dataset(spec, data_dir, run=run),
+                files.read_json(run / METRICS_FILE)["best_epoch"])

@@ -89,7 +89,8 @@ window.zoo = { ready, predict, current: null };
 // ----- the page ---------------------------------------------------------------------------
 
 ready.then(setUp, (e) => {
-  status(`Error: ${e.message}. Serve this folder with \`zoo web RUN\` and check web/ort/.`, true);
+  const advice = config?.ort?.advice ?? "Serve this folder with `zoo web RUN` (a page opened as a file cannot load its model).";
+  status(`Error: ${e.message}. ${advice}`, true);
   console.error(e);
 });
 
@@ -323,7 +324,10 @@ async function setUpExamples() {
     if (config.is_classifier) {
       const p = out.probabilities[i];
       const best = p.indexOf(Math.max(...p));
-      label.textContent = `${config.class_names[best]} ${(100 * p[best]).toFixed(0)}%`;
+      const truth = examples.labels ? examples.labels[i] : null; // the test set's own label, where known
+      label.textContent = (truth === null ? "" : `true ${config.class_names[truth]} · `) +
+        `pred ${config.class_names[best]} ${(100 * p[best]).toFixed(0)}%`;
+      if (truth !== null && truth !== best) cell.classList.add("wrong");
     } else {
       label.textContent = out.predictions[i].map((v) => v.toPrecision(4)).join(", ");
     }
