@@ -334,7 +334,7 @@ def test_zoo_sweep_runs_a_table_spec(zoo, tmp_path):
     if importlib.util.find_spec("palmerpenguins") is None or importlib.util.find_spec("optuna") is None:
         pytest.skip("needs palmerpenguins and the sweep extra: pip install -e '.[sweep]'")
     done = zoo("sweep", ROOT / "specs" / "penguins-softmax.json", "--set", "train.learning_rate=0.05,0.1",
-               "--set", "train.folds=null", "--epochs", "2", "--workers", "1", timeout=600)
+               "--set", "train.folds=null", "--epochs", "2", "--workers", "1", "--export", "all", timeout=600)
     assert done.returncode == 0, done.stderr
     results = next((tmp_path / "exports" / "sweeps").glob("*/results.csv")).read_text().splitlines()
     assert len(results) == 3 and all(",complete," in line for line in results[1:])

@@ -50,8 +50,8 @@ def read_csv_rows(path: Path) -> list[list[str]]:
     except PermissionError as e:
         raise io_error(path, e, "read") from None
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: cannot read as CSV: not UTF-8 text ({e.reason} at byte {e.start}); "
-                        f"save it as UTF-8") from None
+        raise DataError(f"{path}: cannot read as CSV: not a text CSV file (not UTF-8: {e.reason} at byte "
+                        f"{e.start}); save it as UTF-8") from None
     except (OSError, csv.Error) as e:
         raise DataError(f"{path}: cannot read as CSV ({e})") from None
 

@@ -19,14 +19,18 @@ def silenced_fd2():
     if os.environ.get("ZOO_DEBUG"):
         yield
         return
+    from zoo.core import console
+
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
+        console.real_stderr_fd = saved  # zoo's own error lines still reach the terminal
         os.dup2(devnull, 2)
         yield
     finally:
         os.dup2(saved, 2)
+        console.real_stderr_fd = None
         os.close(saved)
         os.close(devnull)
 

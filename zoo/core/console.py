@@ -11,10 +11,21 @@ import sys
 
 from zoo.core.errors import ENVIRONMENT_ERRNOS, EnvironmentProblem, Interrupted, ZooError, io_error
 
+# While zoo.core.backend points fd 2 at /dev/null (TensorFlow's C++ start-up lines), possibly on
+# a background thread, the descriptor where stderr really goes: an error said meanwhile is not lost.
+real_stderr_fd: int | None = None
+
 
 def say(message: str) -> None:
-    """One line on stderr, even while stdout is broken; never raises."""
+    """One line on stderr, even while stdout is broken or fd 2 is silenced; never raises."""
     line = f"Error: {message}\n"
+    if real_stderr_fd is not None:
+        sys.stderr.flush()
+        try:
+            os.write(real_stderr_fd, line.encode(errors="replace"))
+            return
+        except OSError:
+            pass
     try:
         sys.stderr.write(line)
         sys.stderr.flush()
