@@ -47,7 +47,7 @@ def _cascade(run: Path, entries: dict) -> list[str]:
     removed = []
     while gone := [name for name, e in entries.items() if stale(e)]:
         for name in gone:
-            remove(Path(run) / name)
+            remove(Path(run) / name, run)
             del entries[name]
         removed += gone
     return removed
@@ -113,7 +113,7 @@ def invalidate(run: Path, *names: str, prefix=None) -> list[str]:
     entries = manifest(run)
     gone = [n for n in entries if n in names or (prefix and n.startswith(prefix))]
     for name in [*names, *gone]:
-        remove(run / name)
+        remove(run / name, run)
         entries.pop(name, None)
     removed = _cascade(run, entries)
     if entries or (run / MANIFEST).exists():
