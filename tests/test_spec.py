@@ -113,6 +113,9 @@ MALFORMED = [
     ("early-stopping-mae-on-classifier", MLP, [(("train", "early_stopping"), {"monitor": "val_mae"})],
      "train.early_stopping.monitor", "not mae"),
     ("patience-zero", MLP, [(("train", "early_stopping"), {"patience": 0})], "train.early_stopping.patience", "greater than or equal to 1"),
+    ("limit-one-held-out", MLP, [(("data", "limit"), 1), (("train", "validation"), 0.5)], "train.validation",
+     "leaves none to train on"),
+    ("over-memory-limit", MLP, [(("model", "hidden"), [{"units": 65536}] * 3)], "model.hidden", "would take an estimated"),
 ]
 
 
@@ -148,9 +151,10 @@ def test_a_dozen_errors_are_reported_at_once():
 def test_every_cross_field_check_has_a_case():
     """Each named check is exercised by at least one malformed case above."""
     words = " ".join(c[4] for c in MALFORMED)
-    assert len(CHECKS) == 8
+    assert len(CHECKS) == 10
     for phrase in ["takes no num_classes", "expected 10 names", "at least one hidden layer", "give its path",
-                   "[28, 28]", "takes no momentum", "needs validation"]:
+                   "[28, 28]", "takes no momentum", "needs validation", "leaves none to train on",
+                   "would take an estimated"]:
         assert phrase in words
 
 

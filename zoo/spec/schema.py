@@ -15,6 +15,8 @@ from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from zoo.spec import budget
+
 SPEC_VERSION = 1
 MAX_SPEC_BYTES = 1_000_000  # a spec is a few hundred bytes; anything this big is a mistake
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # file-name safe: no '/', no '..', no dot files
@@ -277,5 +279,14 @@ def check_training_extras(spec):
             yield f"model.hidden[{i}].negative_slope", "only activation 'leaky_relu' takes negative_slope"
 
 
+def check_validation_split(spec):
+    """A held-out fraction of data.limit examples must leave at least one to train on."""
+    n, v = spec.data.limit, spec.train.validation
+    if n is not None and isinstance(v, float) and n - max(1, int(n * v)) < 1:
+        yield "train.validation", (f"holding out {v} of data.limit {n} examples leaves none to train on; "
+                                   f"raise data.limit or use validation 'test'")
+
+
 CHECKS = [check_classifier_fields, check_class_names, check_hidden, check_data_source,
-          check_data_matches_model, check_optimizer, check_preprocessing, check_training_extras]
+          check_data_matches_model, check_optimizer, check_preprocessing, check_training_extras,
+          check_validation_split, budget.check_memory]
