@@ -11,6 +11,7 @@ Keys reuse Keras's argument names (`units`, `activation`, `use_bias`, `learning_
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -198,6 +199,11 @@ def check_class_names(spec):
             yield "model.class_names", f"expected {m.num_classes} names (num_classes), received {len(m.class_names)}"
         if len(set(m.class_names)) != len(m.class_names):
             yield "model.class_names", "names must be distinct"
+    for i, name in enumerate(m.class_names or ()):
+        # labels.txt is one name a line (Triton's classification, the card, the page, predict):
+        # a newline or tab in a name would shift every label after it
+        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+            yield f"model.class_names[{i}]", f"control characters (newline, tab) are not allowed in a class name; received {name!r}"
 
 
 def check_hidden(spec):
