@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from zoo.core import runs, signals
-from zoo.core.errors import Interrupted, SweepError, TrainingError, UsageError, ZooError
+from zoo.core.errors import Interrupted, SweepError, TrainingError, UsageError, ZooError, io_error
 from zoo.spec.schema import NAME_PATTERN
 from zoo.sweep.grid import plan
 from zoo.sweep.report import progress_line, results, write_results
@@ -112,7 +112,8 @@ def _mkdir(folder: Path):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"{folder}: cannot create the sweep folder ({e.strerror}); choose a writable --out") from None
+        # a read-only file system, permissions or a full disk are the environment's (exit 9); else exit 2
+        raise io_error(folder, e, "create the sweep folder") from None
 
 
 def _unfinished(study) -> bool:
