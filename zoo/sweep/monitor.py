@@ -35,6 +35,7 @@ from zoo.sweep.study import (
     open_study,
     optuna,
     retrying,
+    storage_errors,
     sweep_dir,
     will_retry,
 )
@@ -70,30 +71,31 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     if storage_url is None:
         _mkdir(folder)
         storage_url = default_storage(out, name)
-    storage = connect(storage_url)
-    (study, definition), created = open_study(storage, name, the_plan, heartbeat, log=lambda m: None)
-    _mkdir(folder)
-    echo(f"sweep {name}: {definition['trials']} trials ({len(the_plan.points) // len(the_plan.seeds)} combinations x "
-         f"{len(the_plan.seeds)} seeds) in {masked(normalize_url(storage_url))}"
-         + ("" if created else " (joined)"))
-    echo(f"runs go to {runs.runs_root(out).resolve()}/{the_plan.spec_name}-<hash>; results to {folder}")
-    if _unfinished(study):
-        procs = _spawn(workers, storage_url, name, out, data_dir, device, backend, definition["heartbeat"], folder)
-        try:
-            with signals.on_signal(_terminate, (signal.SIGTERM,)):  # a scheduler cancelling the job: as Ctrl-C
-                _monitor(study, definition, procs, quiet, echo)
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
-            raise _interrupted(e, definition["heartbeat"]) from None
-        finally:
-            _stop(procs)
-    found = results(study, definition)
-    write_results(found, folder)
-    echo(found["markdown"])
-    echo(f"wrote {folder}/results.md, results.csv, summary.csv, sweep.png")
-    if not found["best"]:
-        raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md "
-                            f"and the worker logs in {folder}/logs")
-    return found
+    with storage_errors(storage_url):  # a corrupt study.db or a database gone: exit 2, never 'internal error'
+        storage = connect(storage_url)
+        (study, definition), created = open_study(storage, name, the_plan, heartbeat, log=lambda m: None)
+        _mkdir(folder)
+        echo(f"sweep {name}: {definition['trials']} trials ({len(the_plan.points) // len(the_plan.seeds)} combinations x "
+             f"{len(the_plan.seeds)} seeds) in {masked(normalize_url(storage_url))}"
+             + ("" if created else " (joined)"))
+        echo(f"runs go to {runs.runs_root(out).resolve()}/{the_plan.spec_name}-<hash>; results to {folder}")
+        if _unfinished(study):
+            procs = _spawn(workers, storage_url, name, out, data_dir, device, backend, definition["heartbeat"], folder)
+            try:
+                with signals.on_signal(_terminate, (signal.SIGTERM,)):  # a scheduler cancelling the job: as Ctrl-C
+                    _monitor(study, definition, procs, quiet, echo)
+            except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
+                raise _interrupted(e, definition["heartbeat"]) from None
+            finally:
+                _stop(procs)
+        found = results(study, definition)
+        write_results(found, folder)
+        echo(found["markdown"])
+        echo(f"wrote {folder}/results.md, results.csv, summary.csv, sweep.png")
+        if not found["best"]:
+            raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md "
+                                f"and the worker logs in {folder}/logs")
+        return found
 
 
 def _terminate(signum, frame):
