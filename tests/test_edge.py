@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 
 import pytest
 from test_serve import HAVE_PYTRITON, MODELS, SPECS, running_server, zoo
 
 pytestmark = pytest.mark.skipif(not HAVE_PYTRITON or shutil.which("nginx") is None and
-                                not __import__("os").path.exists("/usr/sbin/nginx"),
+                                not os.path.exists("/usr/sbin/nginx"),
                                 reason="needs nvidia-pytriton and nginx (.ci/setup-serve.sh)")
 
 MODEL = MODELS[0]
@@ -108,3 +109,49 @@ def test_a_chunked_body_under_the_limit_is_served(server):
     status, text = post(server, request([2, 8, 8], [0.5] * 128), chunked=True)
     assert status == 200, text
     assert json.loads(text)["outputs"][0]["shape"][0] == 2
+
+
+# ----- a dead stub: zoo serve stops the whole server (exit 10), never ready-while-half-dead -------
+
+def _descendants(root: int) -> list[int]:
+    from zoo.deploy.serve.process import _children
+
+    children, found, todo = _children(), [], [root]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            found.append(pid)
+            todo.append(pid)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("victim", [0, -1])  # the first model instance's stub, or the last one's
+def test_a_killed_stub_stops_the_server_with_exit_10_and_leaves_no_process(tmp_path_factory, victim):
+    import signal
+    import time
+
+    from zoo.deploy.serve.process import stubs
+
+    root = tmp_path_factory.mktemp("stub")
+    done = zoo("run", SPECS / f"{MODEL}.json", "--epochs", 1, "--quiet", "--out", root / "exports")
+    assert done.returncode == 0, done.stderr
+    with running_server(root / "exports" / MODEL, root) as server:
+        found = stubs(server.proc.pid)
+        assert len(found) >= 2, found  # --instances 2 by default
+        everything = _descendants(server.proc.pid)
+        pid = sorted(found)[victim]
+        os.kill(pid, signal.SIGKILL)  # as the kernel's OOM killer would
+        server.proc.wait(timeout=60)
+        assert server.proc.returncode == 10, server.output()
+        assert "stub process" in server.output() and str(pid) in server.output()
+        deadline = time.monotonic() + 30
+        while any(_running(p) for p in everything) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert not [p for p in everything if _running(p)], "no process of the server is left behind"
