@@ -49,25 +49,25 @@ function shapeProblem(input, binaryBytes) {
     var shape = input.shape;
     var name = JSON.stringify(String(input.name));
     if (!Array.isArray(shape) || shape.length > MAX_DEPTH) {
-        return "input " + name + ": 'shape' must be a list of at most " + MAX_DEPTH + " dims";
+        return "unable to parse 'shape' of input " + name + ": expected a list of at most " + MAX_DEPTH + " dims";
     }
     var product = 1;
     for (var i = 0; i < shape.length; i++) {
         var d = shape[i];
         if (typeof d !== "number" || !Number.isInteger(d) || d < 0 || d > 2147483647) {
-            return "input " + name + ": shape " + JSON.stringify(shape) + " has a dim that is not an integer in [0, 2147483647]";
+            return "unable to parse 'shape' of input " + name + ": " + JSON.stringify(shape) + " has a dim that is not an integer in [0, 2147483647]";
         }
         product *= d;
     }
     if (input.data !== undefined) {
         var n = countValues(input.data, 0);
         if (n !== product) {
-            return "input " + name + ": shape " + JSON.stringify(shape) + " holds " + product + " values, but 'data' carries "
+            return "unable to parse 'data' of input " + name + ": shape " + JSON.stringify(shape) + " holds " + product + " values, but 'data' carries "
                 + (n < 0 ? "a list nested too deeply" : n);
         }
     } else if (product > binaryBytes) {
-        return "input " + name + ": shape " + JSON.stringify(shape) + " holds " + product
-            + " values, more than the request's " + binaryBytes + " bytes of binary data";
+        return "unable to parse the binary data of input " + name + ": shape " + JSON.stringify(shape) + " holds " + product
+            + " values, more than the request's " + binaryBytes + " bytes";
     }
     return null;
 }
@@ -80,7 +80,7 @@ function requestProblem(r) {  // why the request must not reach Triton, or null
     try {
         request = JSON.parse(jsonPart.toString());  // standard JSON: NaN and Infinity are errors
     } catch (e) {
-        return "the request is not valid JSON (" + e.message + "); NaN and Infinity are not JSON numbers";
+        return "failed to parse the request JSON buffer: not valid JSON (" + e.message + "); NaN and Infinity are not JSON numbers";
     }
     var inputs = request && request.inputs;
     if (!Array.isArray(inputs)) {
