@@ -100,3 +100,23 @@ def test_a_file_outside_every_run_is_checked_for_its_contract_only(run, tmp_path
     shutil.copyfile(run / "model.onnx", unrecorded)
     with pytest.raises(ProvenanceError, match="has no provenance record"):
         check_served_file(unrecorded)
+
+
+@pytest.mark.parametrize("name", ["a\nb", "\tT-shirt", "x\ry", "p\u2028q"])
+def test_a_foreign_onnx_whose_class_names_hold_control_characters_gets_no_labels_file(run, tmp_path, name):
+    """The spec refuses such names; an ONNX file made elsewhere is refused where labels.txt is written."""
+    from zoo.core.contract import META_CLASS_NAMES
+    from zoo.core.errors import UsageError
+    from zoo.deploy.triton import write_repository
+
+    model = onnx.load(str(run / "model.onnx"))
+    entry = next(p for p in model.metadata_props if p.key == META_CLASS_NAMES)
+    names = json.loads(entry.value)
+    names[3] = name
+    entry.value = json.dumps(names)
+    foreign = tmp_path / "foreign" / "model.onnx"
+    foreign.parent.mkdir()
+    onnx.save(model, str(foreign))
+    with pytest.raises(UsageError, match="control character"):
+        write_repository(foreign, tmp_path / "repo")
+    assert not (tmp_path / "repo").exists()  # refused before anything is written
