@@ -283,7 +283,7 @@ def test_npz_header_claiming_terabytes(tmp_path):
     with zipfile.ZipFile(path, "w") as z:
         for key in ("x_train", "y_train", "x_test", "y_test"):
             z.writestr(f"{key}.npy", buf.getvalue())
-    assert_data_error(npz_spec(path), tmp_path, path, "not a valid .npz")
+    assert_data_error(npz_spec(path), tmp_path, path, "would take an estimated")  # refused from its headers, before reading
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty", "directory"])

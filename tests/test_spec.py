@@ -83,6 +83,12 @@ MALFORMED = [
     ("momentum-with-adam", MLP, [(("train", "optimizer"), "adam"), (("train", "momentum"), 0.9)], "train.momentum", "takes no momentum"),
     ("linear-with-classes", LIN, [(("model", "num_classes"), 10)], "model.num_classes", "takes no num_classes"),
     ("classifier-without-classes", MLP, [(("model", "num_classes"), _DROP), (("model", "class_names"), _DROP)], "model.num_classes", "required"),
+    ("class-name-newline", MLP, [(("model", "class_names"), [f"c{i}" for i in range(9)] + ["a\nb"])],
+     "model.class_names[9]", "control characters"),
+    ("class-name-tab", MLP, [(("model", "class_names"), ["\tT-shirt"] + [f"c{i}" for i in range(9)])],
+     "model.class_names[0]", "control characters"),
+    ("class-name-line-separator", MLP, [(("model", "class_names"), ["a\u2028b"] + [f"c{i}" for i in range(9)])],
+     "model.class_names[0]", "control characters"),
     ("class-names-length", MLP, [(("model", "class_names"), ["a", "b"])], "model.class_names", "expected 10 names"),
     ("mlp-without-hidden", MLP, [(("model", "hidden"), [])], "model.hidden", "at least one hidden layer"),
     ("softmax-with-hidden", "fashion-mnist-softmax", [(("model", "hidden"), [{"units": 3}])], "model.hidden", "has no hidden layers"),
@@ -125,6 +131,9 @@ MALFORMED = [
     ("variant-unknown", MLP, [(("export", "variants"), [{"name": "int4"}])], "export.variants[0].name", "'litert-int8'"),
     ("variant-gate-over-1", MLP, [(("export", "variants"), [{"name": "int8", "max_accuracy_drop": 2}])],
      "export.variants[0].max_accuracy_drop", "less than or equal to 1"),
+    ("limit-one-held-out", MLP, [(("data", "limit"), 1), (("train", "validation"), 0.5)], "train.validation",
+     "leaves none to train on"),
+    ("over-memory-limit", MLP, [(("model", "hidden"), [{"units": 65536}] * 3)], "model.hidden", "would take an estimated"),
 ]
 
 
@@ -160,9 +169,10 @@ def test_a_dozen_errors_are_reported_at_once():
 def test_every_cross_field_check_has_a_case():
     """Each named check is exercised by at least one malformed case above."""
     words = " ".join(c[4] for c in MALFORMED)
-    assert len(CHECKS) == 10
+    assert len(CHECKS) == 12
     for phrase in ["takes no num_classes", "expected 10 names", "at least one hidden layer", "give its path",
-                   "[28, 28]", "takes no momentum", "needs validation", "listed twice", "only tables"]:
+                   "[28, 28]", "takes no momentum", "needs validation", "listed twice", "only tables",
+                   "leaves none to train on", "would take an estimated"]:
         assert phrase in words
 
 

@@ -7,7 +7,10 @@ exception unwinds through the run's `finally` blocks (temporary files removed, t
 released), so `zoo train --resume` continues from the last completed epoch.
 
 Warnings from numpy, Keras or Pillow never reach the terminal unless ZOO_DEBUG=1.
-A closed stdout (`zoo list | head -1`) exits 141; a full one (`> /dev/full`) exits 9.
+A closed stdout (`zoo list | head -1`) exits 141; a full one (`> /dev/full`) exits 9; so does
+a stdout that was never open (`zoo train RUN >&-`, as under some daemons): that is checked
+before any command starts, so nothing is removed or written (and no file zoo opens can take
+file descriptor 1 and receive its report).
 Only the standard library is imported here.
 """
 
@@ -16,7 +19,8 @@ import os
 import sys
 
 from zoo.core import signals
-from zoo.core.console import interrupted_exit, stdout_error_exit
+from zoo.core.console import finish, interrupted_exit, say, stdout_error_exit
+from zoo.core.errors import EnvironmentProblem
 
 
 def quiet_warnings() -> None:
@@ -28,8 +32,23 @@ def quiet_warnings() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # child processes (an export under TensorFlow) too
 
 
+def stdout_missing() -> bool:
+    """stdout was closed before zoo started: Python then sets sys.stdout to None."""
+    if sys.stdout is None:
+        return True
+    try:
+        os.fstat(1)
+    except OSError:
+        return True
+    return False
+
+
 def main() -> None:
     signals.install()
+    if stdout_missing():
+        say("stdout (file descriptor 1) is closed; zoo writes its report there: redirect it to a file or "
+            "/dev/null instead of closing it")
+        sys.exit(EnvironmentProblem.exit_code)
     try:
         quiet_warnings()
         import click
@@ -55,4 +74,4 @@ def main() -> None:
         code = interrupted_exit(e)
     except OSError as e:  # stdout failed outside a command (help text, the final flush)
         code = stdout_error_exit(e)
-    sys.exit(code)
+    finish(code)  # os._exit: no interpreter teardown for a late signal to land in

@@ -4,6 +4,7 @@ stderr, even while stdout is broken, and the exit code that goes with it.
 Only the standard library is imported here.
 """
 
+import contextlib
 import errno
 import functools
 import os
@@ -103,6 +104,28 @@ def exit_code(fn, *args, tracebacks=False, **kwargs) -> int:
         say(f"internal error {type(e).__name__}: {first} (a bug in zoo: rerun with ZOO_DEBUG=1 for the traceback "
             f"and report it)")
         return 1
+
+
+def finish(code: int):
+    """End the process now with `code`: flush stdout and stderr, then os._exit.
+
+    The interpreter's own teardown is skipped on purpose. With TensorFlow loaded it takes
+    over a second (atexit hooks, module finalisation) while TensorFlow's threads still run,
+    and a signal that arrives there is not zoo's any more: Python puts back the default
+    handlers, so a Ctrl-C killed the process by the signal, with no message (and TensorFlow's
+    threads outliving the interpreter's state can crash it). Every `finally` of zoo's has run
+    by now (files renamed or removed, locks released); a signal during the flush still ends
+    in 130 or 143. Never returns.
+    """
+    from zoo.core import signals
+
+    received = signals.recorded()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
+    if received:
+        code = interrupted_exit(Interrupted() if received[0] == signals.signal.SIGTERM else KeyboardInterrupt())
+    os._exit(code)
 
 
 def handled(fn):

@@ -90,9 +90,31 @@ def unlink(p):
         os.unlink(p)
 
 
-def remove(path) -> None:
-    """Delete an artefact: a file, or a link itself (never what it points to), or a folder of files."""
+def refuse_linked_folders(path: Path, run=None) -> None:
+    """Refuse a `path` inside `run` (default: the locked run) reached through a linked folder.
+
+    `run/checkpoints/epoch-0001.keras` names the user's file when `checkpoints` is a link to
+    their folder; deleting or writing it would act outside the run.
+    """
+    run = run if run is not None else active_run.get()
+    path = Path(os.path.abspath(path))
+    if run is None:
+        return
+    run = Path(os.path.abspath(run))
+    if run not in path.parents:
+        return
+    refuse_link(run)
+    for folder in reversed(path.relative_to(run).parents[:-1]):
+        refuse_link(run / folder)
+
+
+def remove(path, run=None) -> None:
+    """Delete an artefact: a file, or a link itself (never what it points to), or a folder of files.
+
+    Refuses (UsageError) a path that lies below a linked folder of `run` (default: the locked run).
+    """
     path = Path(path)
+    refuse_linked_folders(path, run)
     if path.is_symlink() or path.is_file():
         unlink(path)
     elif path.is_dir():

@@ -56,7 +56,7 @@ def _cascade(run: Path, entries: dict) -> list[str]:
 def _remove_artefact(run: Path, name: str) -> None:
     """Remove run/name, and the folder inside the run that held it once that folder is empty
     (a variant's test_data_set_0.<variant>/, say): a removed artefact leaves nothing behind."""
-    remove(run / name)
+    remove(run / name, run)
     folder = (run / name).parent
     if folder != run and not folder.is_symlink():
         with contextlib.suppress(OSError):

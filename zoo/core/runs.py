@@ -66,6 +66,7 @@ def locked(run: Path, create=True):
     """
     run = Path(os.path.abspath(run))
     refuse_link(run)
+    refuse_linked_artefacts(run)
     if not create and not run.is_dir():
         raise UsageError(f"{run}: no such run folder")
     if run.is_dir() and not is_run(run) and (not create or any(not e.name.startswith(".") for e in os.scandir(run))):
@@ -132,6 +133,8 @@ def _remove_stale_tmp(run: Path) -> None:
     if not ((run / contract.SPEC_FILE).exists() or (run / contract.HISTORY_FILE).exists()):
         return
     for folder in (run, run / contract.CHECKPOINTS, run / contract.TEST_DATA_SET):
+        if folder.is_symlink():  # a linked folder is the user's: nothing in it is zoo's to remove
+            continue
         with contextlib.suppress(OSError):
             for entry in os.scandir(folder):
                 if _TMP_NAME.match(entry.name) and entry.is_file(follow_symlinks=False):
@@ -171,13 +174,30 @@ TRAINED = (contract.MODEL_KERAS, contract.HISTORY_FILE, contract.METRICS_FILE, c
            contract.TEST_DATA_SET, contract.CHECKPOINTS)
 
 
+def refuse_linked_artefacts(run: Path) -> None:
+    """UsageError if the run, or any artefact or folder of it, is a symbolic link.
+
+    Checked when a run is locked, before a command writes or removes anything: a
+    `checkpoints/` linked to the user's folder names their files by the names zoo records.
+    """
+    refuse_link(Path(run))
+    for name in (SPEC_FILE, *TRAINED):
+        refuse_link(Path(run) / name)
+
+
 def start_over(run: Path) -> list[str]:
     """Remove every artefact of an earlier training (and all made from it): a fresh
     build or training replaces the run, so nothing old can be taken for the new model's.
-    Returns the names removed, in TRAINED's order, then any other artefact made from them."""
+    Returns the names removed, in TRAINED's order, then any other artefact made from them.
+
+    Every name is checked before anything is removed: an artefact or folder that is a
+    symbolic link (a `checkpoints/` pointing at the user's folder) is a UsageError, and the
+    run is left as it was.
+    """
+    refuse_linked_artefacts(run)
     present = [name for name in TRAINED if os.path.lexists(Path(run) / name)]
     cascaded = invalidate(run, *TRAINED[:-2], prefix=contract.CHECKPOINTS + "/")
     for name in TRAINED:
-        remove(Path(run) / name)
+        remove(Path(run) / name, run)
     others = {n.split("/")[0]: None for n in cascaded if n.split("/")[0] not in TRAINED}  # web/..., triton/...
     return present + list(others)

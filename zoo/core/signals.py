@@ -54,6 +54,16 @@ def on_signal(handler, signals=SIGNALS):
             signal.signal(sig, old)
 
 
+def recorded() -> list:
+    """From now on SIGINT and SIGTERM are only recorded, in the list returned (its first item is
+    the first signal received): for a process's last moments, which nothing may cut short."""
+    received = []
+    if _main_thread():
+        for sig in SIGNALS:
+            signal.signal(sig, lambda signum, frame: received.append(signum))
+    return received
+
+
 @contextlib.contextmanager
 def held():
     """SIGINT and SIGTERM received in the block are handled when it ends, by the handlers in

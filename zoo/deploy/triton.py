@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from importlib import resources
 from pathlib import Path
 
@@ -95,13 +96,18 @@ def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_de
                      model_dir / LABELS, model_dir / CONFIG)
     config = config_text(contract, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
                          instances=instances, backend=backend)
+    labels = contract.labels() if contract.is_classifier else []
+    bad = next((label for label in labels if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in label)), None)
+    if bad is not None:  # one name a line: a newline or tab would give every later class another's name
+        raise UsageError(f"{onnx_path}: class name {bad!r} holds a control character, which labels.txt "
+                         f"cannot carry; rename the class in the spec and train again")
     with files.atomic_path(version_dir / MODEL_FILE) as tmp:
         shutil.copyfile(onnx_path, tmp)
     if backend == "python":
         files.write_text(version_dir / PYTHON_MODEL_FILE,
                         resources.files("zoo.deploy.assets").joinpath("triton_model.py").read_text(encoding="utf-8"))
     if contract.is_classifier:
-        files.write_text(model_dir / LABELS, "".join(f"{label}\n" for label in contract.labels()))
+        files.write_text(model_dir / LABELS, "".join(f"{label}\n" for label in labels))
     files.write_text(model_dir / CONFIG, config)  # last: a polling Triton never sees a config without its model
     run = onnx_path.parent
     if runs.is_run(run) and repo.resolve().is_relative_to(run.resolve()):  # the run's own triton/: provenance too

@@ -11,9 +11,12 @@ Keys reuse Keras's argument names (`units`, `activation`, `use_bias`, `learning_
 from __future__ import annotations
 
 import math
+import unicodedata
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from zoo.spec import budget
 
 SPEC_VERSION = 1
 TABLE_DATASETS = ("table", "penguins")
@@ -245,6 +248,11 @@ def check_class_names(spec):
             yield "model.class_names", f"expected {m.num_classes} names (num_classes), received {len(m.class_names)}"
         if len(set(m.class_names)) != len(m.class_names):
             yield "model.class_names", "names must be distinct"
+    for i, name in enumerate(m.class_names or ()):
+        # labels.txt is one name a line (Triton's classification, the card, the page, predict):
+        # a newline or tab in a name would shift every label after it
+        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+            yield f"model.class_names[{i}]", f"control characters (newline, tab) are not allowed in a class name; received {name!r}"
 
 
 def check_hidden(spec):
@@ -363,6 +371,16 @@ def check_variants(spec):
             yield f"export.variants[{i}].{wrong}", f"a {'classifier' if spec.is_classifier else 'regression'} model's gate is {right}"
 
 
+
+def check_validation_split(spec):
+    """A held-out fraction of data.limit examples must leave at least one to train on."""
+    n, v = spec.data.limit, spec.train.validation
+    if n is not None and isinstance(v, float) and n - max(1, int(n * v)) < 1:
+        yield "train.validation", (f"holding out {v} of data.limit {n} examples leaves none to train on; "
+                                   f"raise data.limit or use validation 'test'")
+
+
+
 CHECKS = [check_classifier_fields, check_class_names, check_hidden, check_data_source,
           check_data_matches_model, check_table, check_optimizer, check_preprocessing, check_training_extras,
-          check_variants]
+          check_variants, check_validation_split, budget.check_memory]

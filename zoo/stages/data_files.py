@@ -57,11 +57,17 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     """The four arrays of a keras.datasets-style .npz; never unpickles."""
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
+        with open(path, "rb") as raw:
+            head = raw.read(64)
+        problem = _not_an_npz(head)
+        if problem:
+            raise DataError(f"{path}: {problem}")
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in keys if k not in f.files]
             if missing:
                 raise DataError(f"{path}: missing arrays {', '.join(missing)}; found {', '.join(f.files) or 'none'}. "
                                 f"An .npz needs x_train, y_train, x_test, y_test")
+            _check_npz_size(path, f, keys)
             return {k: f[k] for k in keys}
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
@@ -77,6 +83,41 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not a valid .npz ({type(e).__name__}: {e})") from None
 
 
+def _not_an_npz(head: bytes) -> str | None:
+    """What a file that is not an .npz (a zip of .npy arrays) is instead, from its first bytes."""
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return None
+    if not head:
+        return "is empty, not a valid .npz; one holds x_train, y_train, x_test, y_test (numpy.savez)"
+    if head.startswith(b"\x93NUMPY"):
+        return "is a single .npy array, not an .npz; save the four arrays with numpy.savez"
+    if head[:1] == b"\x80":
+        return "holds pickled Python objects, which zoo never loads; save plain numeric arrays"
+    try:
+        text = head.decode("utf-8")
+        is_text = all(c.isprintable() or c in "\t\r\n" for c in text)
+    except UnicodeDecodeError:
+        is_text = False
+    kind = "a text file" if is_text else "not an .npz (a zip archive of .npy arrays)"
+    return f"is {kind}, whatever its name says (it starts with {head[:24]!r}); save arrays with numpy.savez"
+
+
+def _check_npz_size(path: Path, f, keys) -> None:
+    """Refuse arrays whose headers promise more than the memory limit, before reading them
+    (a compressed .npz of zeros is small on disk and any size in memory)."""
+    from zoo.spec import budget
+
+    total = 0
+    for k in keys:
+        with f.zip.open(f"{k}.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member, max_header_size=1 << 16)
+        total += int(np.prod(shape, dtype=object)) * dtype.itemsize * 2  # the array and its float32/tensor copy
+    if total > budget.memory_limit():
+        raise DataError(f"{path}: " + budget.over_limit_message("its arrays", total, budget.memory_limit()))
+
+
 def read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
     """Features (float32) and labels from a CSV with a header row."""
     rows = read_csv_rows(path)
@@ -85,12 +126,6 @@ def read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
     header = [h.strip() for h in rows[0]]
     if label_column not in header:
         raise DataError(f"{path}: no column {label_column!r} (data.label_column); columns are {', '.join(header)}")
-    try:
-        values = csv_numbers(rows[1:], path, header=header, first_line=2)
-    except DataError as e:  # text or an empty cell: the file is a table, which "dataset": "csv" is not
-        if "not a number" in str(e) or "is empty" in str(e):
-            raise DataError(f'{e}; for columns of text or with empty cells, use "dataset": "table" '
-                            f"(README: Tables)") from None
-        raise
+    values = csv_numbers(rows[1:], path, header=header, first_line=2)
     label = header.index(label_column)
     return np.delete(values, label, axis=1), values[:, label]

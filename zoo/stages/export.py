@@ -265,4 +265,6 @@ def _export_and_verify(args) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from zoo.core.console import finish
+
+    finish(main())  # os._exit, as the zoo command ends: no teardown for a late signal to land in

@@ -185,6 +185,10 @@ def _points(spec_name: str, base: dict, grid: dict, seeds: list) -> list[Point]:
                     problems.setdefault(p, m)
                 continue
             name = run_name(spec_name, checked)
+            twin = next((q for q in points if q.run == name), None)
+            if twin is not None:  # compared after parsing: 1 and 1.0 are one learning rate
+                raise UsageError(f"--set: {combo_label(values)} and {combo_label(twin.values)} make the same spec "
+                                 f"(the same value spelled twice); give each value once")
             checked["name"] = name
             points.append(Point(values, seed, name, checked))
     if problems:

@@ -23,7 +23,7 @@ from pathlib import Path
 from zoo.core import files, runs, signals
 from zoo.core.backend import import_keras
 from zoo.core.contract import SPEC_FILE
-from zoo.core.errors import Interrupted, SweepError, TrainingError, UsageError, ZooError
+from zoo.core.errors import Interrupted, SweepError, TrainingError, UsageError, ZooError, io_error
 from zoo.spec.schema import NAME_PATTERN
 from zoo.sweep.grid import plan
 from zoo.sweep.report import progress_line, results, write_results
@@ -39,6 +39,7 @@ from zoo.sweep.study import (
     open_study,
     optuna,
     retrying,
+    storage_errors,
     sweep_dir,
     will_retry,
 )
@@ -77,36 +78,44 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     if storage_url is None:
         _mkdir(folder)
         storage_url = default_storage(out, name)
-    storage = connect(storage_url)
     if export not in EXPORTS:
         raise UsageError(f"--export {export!r}: choose one of {', '.join(EXPORTS)}")
-    (study, definition), created = open_study(storage, name, the_plan, heartbeat, log=lambda m: None, export=export)
-    _mkdir(folder)
-    echo(f"sweep {name}: {definition['trials']} trials ({len(the_plan.points) // len(the_plan.seeds)} combinations x "
-         f"{len(the_plan.seeds)} seeds) in {masked(normalize_url(storage_url))}"
-         + ("" if created else " (joined)"))
-    echo(f"runs go to {runs.runs_root(out).resolve()}/{the_plan.spec_name}-<hash>; results to {folder}")
-    if _unfinished(study):
-        procs = _spawn(workers, storage_url, name, out, data_dir, device, backend, definition["heartbeat"], folder)
-        if definition.get("export", "all") == "best":  # the best run's export needs Keras: load it while they train
-            threading.Thread(target=_import_keras_gently, daemon=True, name="zoo-import-keras").start()
-        try:
-            with signals.on_signal(_terminate, (signal.SIGTERM,)):  # a scheduler cancelling the job: as Ctrl-C
-                _monitor(study, definition, procs, quiet, echo)
-        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
-            raise _interrupted(e, definition["heartbeat"]) from None
-        finally:
-            _stop(procs)
-    found = results(study, definition)
-    write_results(found, folder)
-    echo(found["markdown"])
-    echo(f"wrote {folder}/results.md, results.csv, summary.csv, sweep.png")
-    if not found["best"]:
-        raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md "
-                            f"and the worker logs in {folder}/logs")
+    with storage_errors(storage_url):  # a corrupt study.db or a database gone: exit 2, never 'internal error'
+        storage = connect(storage_url)
+        (study, definition), created = open_study(storage, name, the_plan, heartbeat, log=lambda m: None,
+                                                  export=export)
+        _mkdir(folder)
+        echo(f"sweep {name}: {definition['trials']} trials ({len(the_plan.points) // len(the_plan.seeds)} "
+             f"combinations x {len(the_plan.seeds)} seeds) in {masked(normalize_url(storage_url))}"
+             + ("" if created else " (joined)"))
+        echo(f"runs go to {runs.runs_root(out).resolve()}/{the_plan.spec_name}-<hash>; results to {folder}")
+        if _unfinished(study):
+            _run_workers(study, definition, workers, storage_url, name, out, data_dir, device, backend, folder, quiet,
+                         echo)
+        found = results(study, definition)
+        write_results(found, folder)
+        echo(found["markdown"])
+        echo(f"wrote {folder}/results.md, results.csv, summary.csv, sweep.png")
+        if not found["best"]:
+            raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md "
+                                f"and the worker logs in {folder}/logs")
     if definition.get("export", "all") == "best":
         export_best(found["best"]["best_run"]["run_dir"], data_dir, echo)
     return found
+
+
+def _run_workers(study, definition, workers, storage_url, name, out, data_dir, device, backend, folder, quiet, echo):
+    """Start the workers, watch them until no trial is left, stop them (also on Ctrl-C or SIGTERM)."""
+    procs = _spawn(workers, storage_url, name, out, data_dir, device, backend, definition["heartbeat"], folder)
+    if definition.get("export", "all") == "best":  # the best run's export needs Keras: load it while they train
+        threading.Thread(target=_import_keras_gently, daemon=True, name="zoo-import-keras").start()
+    try:
+        with signals.on_signal(_terminate, (signal.SIGTERM,)):  # a scheduler cancelling the job: as Ctrl-C
+            _monitor(study, definition, procs, quiet, echo)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
+        raise _interrupted(e, definition["heartbeat"]) from None
+    finally:
+        _stop(procs)
 
 
 def _import_keras_gently() -> None:
@@ -161,7 +170,8 @@ def _mkdir(folder: Path):
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UsageError(f"{folder}: cannot create the sweep folder ({e.strerror}); choose a writable --out") from None
+        # a read-only file system, permissions or a full disk are the environment's (exit 9); else exit 2
+        raise io_error(folder, e, "create the sweep folder") from None
 
 
 def _unfinished(study) -> bool:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from zoo.core import runs
-from zoo.core.errors import UsageError
+from zoo.core.errors import UsageError, ZooError
 from zoo.sweep.grid import SEED_KEY, Plan
 
 HEARTBEAT_SECONDS = 10  # a worker records a heartbeat this often while it runs a trial
@@ -82,7 +82,9 @@ def _engine_kwargs(url: str) -> dict:
     if url.startswith("postgresql"):
         return {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     if url.startswith("mysql"):
-        return {"connect_args": {"connect_timeout": 10}}
+        # PyMySQL's connect_timeout covers the TCP connect only; the server's greeting is read
+        # under read_timeout (none by default): a port that accepts and never answers hung forever
+        return {"connect_args": {"connect_timeout": 10, "read_timeout": 30, "write_timeout": 30}, "pool_pre_ping": True}
     return {}
 
 
@@ -107,6 +109,27 @@ def _rdb_storage(url: str, heartbeat: int | None):
                 continue
             raise UsageError(f"--storage {masked(url)}: cannot open the study storage ({first}); check the URL, "
                              f"that the server runs and that the database exists") from None
+
+
+@contextlib.contextmanager
+def storage_errors(url: str):
+    """A failure of the study storage after it opened (a corrupt page of a SQLite study.db,
+    a database server gone) as a UsageError (exit 2) naming the storage, password masked."""
+    try:
+        yield
+    except ZooError:
+        raise
+    except Exception as e:
+        import sqlite3
+
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(e, (optuna().exceptions.StorageInternalError, SQLAlchemyError, sqlite3.DatabaseError)):
+            raise
+        cause = e.__cause__ or e.__context__ or e
+        first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UsageError(f"--storage {masked(normalize_url(url))}: the study storage failed ({first}); a SQLite "
+                         f"study.db may be corrupt: move it away and run the sweep again") from None
 
 
 def connect(url: str, heartbeat: int | None = None):

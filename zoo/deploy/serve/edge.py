@@ -57,7 +57,7 @@ def config(folder: Path, host: str, port: int, triton_port: int, njs: str | None
     """nginx.conf: nginx in front of Triton's REST port, all its files in `folder`; `njs` the module or None."""
     locations = string.Template(_asset("serve_nginx_njs.conf.txt").removesuffix("\n")).substitute()
     return string.Template(_asset("serve_nginx.conf.txt")).substitute(
-        folder=folder, max_body=MAX_BODY, triton_port=triton_port,
+        folder=folder, max_body=MAX_BODY, body_buffer=MAX_BODY + 1024 * 1024, triton_port=triton_port,
         listen=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         load_module=f"load_module {njs};" if njs else "",
         js_import=f"js_import edge from {folder}/{NJS_SCRIPT}; subrequest_output_buffer_size {MAX_BODY};" if njs else "",

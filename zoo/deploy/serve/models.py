@@ -4,6 +4,11 @@ A target is a run folder with model.onnx, a Triton model repository written by
 `zoo export --triton` (each model's newest version, under its folder's name, with the
 batching its config.pbtxt sets) or an .onnx file. Every one must keep zoo's contract, and
 no two may share a name.
+
+What lies in a run is served only if `zoo verify` would pass its provenance: the run's
+model.onnx (or an .onnx file named inside it) through zoo.stages.verify.check_provenance,
+a repository inside a run (RUN/triton) through the records `zoo export --triton` made of
+it. An edited or copied-in file is a ProvenanceError (exit 8) before anything starts.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.core.contract import SPEC_FILE, Contract
-from zoo.core.errors import UsageError
+from zoo.core import provenance, runs
+from zoo.core.contract import MODEL_ONNX, SPEC_FILE, Contract
+from zoo.core.errors import ProvenanceError, UsageError
 from zoo.deploy import triton as repo_format
 
 INSTALL_HINT = ("install the serve extra: pip install -e '.[serve]' && pip install --no-deps 'nvidia-pytriton==0.7.0' "
@@ -69,6 +75,37 @@ def _from_repository(repo: Path) -> list[Served]:
     return served
 
 
+def _owning_run(path: Path) -> Path | None:
+    """The run folder `path` lies in (itself or a folder above it), if any."""
+    path = Path(path).resolve()
+    return next((p for p in (path, *path.parents) if runs.is_run(p)), None)
+
+
+def check_served_file(onnx: Path) -> None:
+    """Raise ProvenanceError (exit 8) unless `onnx`, where it lies in a run, is what zoo wrote there.
+
+    A run's model.onnx must pass verify's own check (the chain from the spec, and the ONNX
+    metadata naming this model.keras); any other file in a run (RUN/triton/NAME/1/model.onnx)
+    must match its record, and that record the run's model.onnx. A file outside every run has
+    no record to check: only its contract is (Contract.from_onnx).
+    """
+    from zoo.stages.verify import check_provenance
+
+    run = _owning_run(onnx.parent)
+    if run is None:
+        return
+    name = onnx.resolve().relative_to(run).as_posix()
+    if name == MODEL_ONNX:
+        check_provenance(run, run / MODEL_ONNX)
+        return
+    entries = provenance.manifest(run)
+    if name not in entries:
+        raise ProvenanceError(f"{onnx}: has no provenance record in {run}: zoo did not write it (copied in by hand?); "
+                              f"write the repository again with `zoo export {run} --triton`")
+    provenance.check_chain(run, name)
+    check_provenance(run, onnx)
+
+
 def find_models(targets, variant=None) -> list[Served]:
     """The models named by run folders, Triton repositories or .onnx files (`variant`: each run
     folder's verified ONNX variant of that name instead of its model.onnx).
@@ -107,6 +144,8 @@ def find_models(targets, variant=None) -> list[Served]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise UsageError(f"two models are named {', '.join(duplicates)}; serve them from separate commands")
+    for s in served:
+        check_served_file(s.onnx)
     return served
 
 

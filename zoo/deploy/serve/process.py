@@ -99,3 +99,38 @@ def triton_version() -> str:
         return f"(nvidia-pytriton {version('nvidia-pytriton')})"
     except Exception:
         return ""
+
+
+STUB = "triton_python_backend_stub"  # the Python backend's process, one per model instance
+
+
+def _children() -> dict[int, list[int]]:
+    """ppid -> pids, for every process /proc shows."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    return children
+
+
+def stubs(root: int | None = None) -> dict[int, str]:
+    """pid -> model folder of each Python-backend stub under `root` (default: this process). Linux only."""
+    if not os.path.isdir("/proc"):
+        return {}
+    children, found, todo = _children(), {}, [root or os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            todo.append(pid)
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if args and os.path.basename(args[0].decode(errors="replace")) == STUB:
+                found[pid] = next((a.decode(errors="replace") for a in args[1:] if b"/" in a), "?")
+    return found

@@ -64,7 +64,7 @@ def serve(targets, *, host=HOST, port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_po
                 proxy = edge.start(nginx, work / "nginx", host, port, triton_http[1], njs)
                 parts.callback(edge.stop, proxy)
             _banner(log, served, host, (port, grpc_port, metrics_port), proxy, njs)
-            _wait(triton, proxy, log_file, work / "nginx")
+            _wait(triton, proxy, log_file, work / "nginx", process.stubs())
         except KeyboardInterrupt:
             pass
     log("stopped")
@@ -121,9 +121,20 @@ def _banner(log, served: list[Served], host: str, ports: tuple[int, int, int], p
     log("Ctrl-C or SIGTERM stops the server.")
 
 
-def _wait(triton, proxy, log_file: Path | None, nginx_folder: Path) -> None:
-    """Until Ctrl-C or SIGTERM (a KeyboardInterrupt); a ServerError if Triton or nginx stops first."""
+def _wait(triton, proxy, log_file: Path | None, nginx_folder: Path, stubs: dict) -> None:
+    """Until Ctrl-C or SIGTERM (a KeyboardInterrupt); a ServerError if Triton, nginx or one of
+    the Python backend's stub processes (`stubs`: pid -> model) stops first.
+
+    A dead stub is not replaced by Triton 2.51: half the requests then fail ("Stub process
+    ... is not healthy") while /v2/health/ready still says 200. zoo serve stops the whole
+    server instead, with the reason, rather than serve half a model and call it ready.
+    """
     while triton.is_alive() and (proxy is None or proxy.poll() is None):
+        dead = sorted(set(stubs) - set(process.stubs()))
+        if dead and triton.is_alive():
+            raise ServerError(f"Triton's Python-backend stub process {dead[0]} ({stubs[dead[0]]}) died (killed by "
+                              f"a signal or the kernel's OOM killer); zoo serve stopped the whole server rather "
+                              f"than answer half the requests: start it again")
         time.sleep(0.5)
     which = "Triton" if not triton.is_alive() else "nginx"
     raise ServerError(f"{which} stopped unexpectedly"

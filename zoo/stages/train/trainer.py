@@ -125,6 +125,9 @@ def split_validation(spec: Spec, dataset):
     elif isinstance(spec.train.validation, float):
         order = epoch_permutation(len(x_train), spec.train.seed, -1 % 2**31)
         n_val = max(1, int(len(x_train) * spec.train.validation))
+        if n_val >= len(x_train):  # (data.limit's case is a spec check; a file can hold as few)
+            raise DataError(f"holding out train.validation {spec.train.validation} of {len(x_train)} training "
+                            f"example(s) leaves none to train on; use more data or validation 'test'")
         val, keep = order[:n_val], order[n_val:]
         validation = (x_train[val], y_train[val])
         x_train, y_train = x_train[keep], y_train[keep]

@@ -42,15 +42,24 @@ async function init() {
 
 const exampleSize = () => config.input.shape.reduce((a, b) => a * b, 1);
 
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+// One set of rules for every input type (plain array, Float32Array, Uint8Array, any typed
+// array): numbers only, finite, and within what the model's dtype holds. A Float32Array of
+// NaN or a plain 1e39 would otherwise run, and answer NaN.
 function toTyped(input) {
   const Typed = globalThis[config.input.js]; // Uint8Array or Float32Array, from the contract
-  if (input instanceof Typed) return input;
-  const values = Array.from(input, Number);
-  if (config.input.dtype === "uint8" && !values.every((v) => Number.isInteger(v) && v >= 0 && v <= 255)) {
-    throw new Error("this model takes uint8 pixel values: integers 0..255");
+  const values = Array.from(input);
+  if (!values.every((v) => typeof v === "number")) throw new Error("inputs must be numbers");
+  if (!values.every(Number.isFinite)) throw new Error("inputs must be finite numbers (no NaN or Infinity)");
+  if (config.input.dtype === "uint8") {
+    if (!values.every((v) => Number.isInteger(v) && v >= 0 && v <= 255)) {
+      throw new Error("this model takes uint8 pixel values: integers 0..255");
+    }
+  } else if (!values.every((v) => Math.abs(v) <= FLOAT32_MAX)) {
+    throw new Error("inputs must fit float32 (|x| <= 3.4e38)");
   }
-  if (!values.every(Number.isFinite)) throw new Error("inputs must be finite numbers");
-  return Typed.from(values);
+  return input instanceof Typed ? input : Typed.from(values);
 }
 
 async function predict(input) {
