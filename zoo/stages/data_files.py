@@ -126,6 +126,12 @@ def read_csv(path: Path, label_column: str) -> tuple[np.ndarray, np.ndarray]:
     header = [h.strip() for h in rows[0]]
     if label_column not in header:
         raise DataError(f"{path}: no column {label_column!r} (data.label_column); columns are {', '.join(header)}")
-    values = csv_numbers(rows[1:], path, header=header, first_line=2)
+    try:
+        values = csv_numbers(rows[1:], path, header=header, first_line=2)
+    except DataError as e:  # text or an empty cell: the file is a table, which "dataset": "csv" is not
+        if "not a number" in str(e) or "is empty" in str(e):
+            raise DataError(f'{e}; for columns of text or with empty cells, use "dataset": "table" '
+                            f"(README: Tables)") from None
+        raise
     label = header.index(label_column)
     return np.delete(values, label, axis=1), values[:, label]
