@@ -40,6 +40,7 @@ CURVES_PNG, PREDICTIONS_PNG = "curves.png", "predictions.png"
 CHECKPOINTS = "checkpoints"  # checkpoints/epoch-NNNN.keras
 MODEL_ONNX = "model.onnx"
 PREPROCESSING_FILE = "preprocessing.json"  # a table's fitted preprocessing: vocabularies, means, stds
+CV_FILE = "cv.json"  # train.folds' cross-validation figures, recorded once the folds finish (kept by --resume)
 CARD_FILE = "card.md"
 VERIFY_FILE = "verify.json"
 TEST_DATA_SET = "test_data_set_0"  # beside model.onnx: input_0.pb, output_0.pb, ... (ONNX Model Zoo convention)

@@ -171,7 +171,7 @@ def find_run(target, out=None) -> Path:
 # these files without records, so they are removed by name as well as through the manifest.
 TRAINED = (contract.MODEL_KERAS, contract.HISTORY_FILE, contract.METRICS_FILE, contract.CURVES_PNG,
            contract.PREDICTIONS_PNG, contract.MODEL_ONNX, contract.CARD_FILE, contract.VERIFY_FILE,
-           contract.TEST_DATA_SET, contract.CHECKPOINTS)
+           contract.CV_FILE, contract.TEST_DATA_SET, contract.CHECKPOINTS)
 
 
 def refuse_linked_artefacts(run: Path) -> None:

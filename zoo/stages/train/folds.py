@@ -6,16 +6,28 @@ refits its preprocessing on each fold's training rows, so a fold never sees stat
 the rows it is scored on. No fold writes a file: the figures go to metrics.json's "cv",
 per fold and as mean ± std, and on screen; then the final model trains on the whole
 training set as usual.
+
+Resume: once every fold has finished, the figures are recorded in the run (cv.json, with
+the digests of the data and of the training settings they were made with) before the final
+model's first epoch. `--resume` keeps them when both digests still match, so a resumed run
+ends with the metrics.json of an uninterrupted one without training the folds again; a run
+interrupted during the folds (or resumed with changed settings: more epochs, another
+learning rate) cross-validates again, as an uninterrupted run of that spec would.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
+from zoo.core import files, provenance
+from zoo.core.contract import CV_FILE
 from zoo.core.errors import DataError, TrainingError
-from zoo.spec import Spec
+from zoo.spec import Spec, resolve
 from zoo.stages.train.loop import epoch_permutation, epoch_runner
 from zoo.stages.train.recipe import compile_model, learning_rate_at
 
@@ -86,3 +98,47 @@ def cross_validate(spec: Spec, dataset, compiled=None, log=print, quiet=False) -
     if not quiet:
         log(f"{k}-fold cross-validation: " + "  ".join(f"{n} {mean[n]:.4f} ± {std[n]:.4f}" for n in names))
     return {"folds": k, "per_fold": per_fold, "mean": mean, "std": std}
+
+
+# ----- the recorded figures, for --resume ----------------------------------------------------
+
+NOT_TRAINING = ("name", "description", "export")  # keys that change nothing the folds compute
+
+
+def settings_digest(spec: Spec) -> str:
+    """sha256 of what the folds' figures depend on: the resolved model, data and train settings."""
+    settings = {k: v for k, v in resolve(spec).items() if k not in NOT_TRAINING}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def record_cv(run: Path, spec: Spec, cv: dict, data_digest: str) -> None:
+    """cv.json: the finished folds' figures, recorded with the data and settings they come from."""
+    provenance.save_json(run, CV_FILE, cv, "train", extra={"@data": data_digest, "@settings": settings_digest(spec)})
+
+
+def recorded_cv(run: Path, spec: Spec, data_digest: str) -> dict | None:
+    """The figures cv.json holds when they were made from this data with these settings, else None.
+    A cv.json edited by hand is a ProvenanceError (exit 8), as any artefact is."""
+    if not (Path(run) / CV_FILE).exists():
+        return None
+    made_from = provenance.check(run, CV_FILE, stage="train")["inputs"]
+    if made_from.get("@data") != data_digest or made_from.get("@settings") != settings_digest(spec):
+        return None
+    return files.read_json(Path(run) / CV_FILE)
+
+
+def run_folds(spec: Spec, run: Path, dataset, resumed: bool, compiled=None, log=print, quiet=False) -> dict:
+    """metrics.json's "cv" for a train_run: the recorded figures on a resume that may keep them
+    (recorded_cv), else the folds trained now and recorded."""
+    cv = recorded_cv(run, spec, dataset.digest()) if resumed else None
+    if cv is not None:
+        if not quiet:
+            mean, std = cv["mean"], cv["std"]
+            log(f"{cv['folds']}-fold cross-validation (kept from before the interruption, {CV_FILE}): "
+                + "  ".join(f"{n} {mean[n]:.4f} ± {std[n]:.4f}" for n in mean))
+        return cv
+    if resumed and not quiet:
+        log(f"cross-validating again: {CV_FILE} holds no finished folds of this data with these training settings")
+    cv = cross_validate(spec, dataset, compiled, log, quiet)
+    record_cv(run, spec, cv, dataset.digest())
+    return cv

@@ -50,7 +50,7 @@ from zoo.stages.train.checkpoint import (
     write_model,
     write_preprocessing,
 )
-from zoo.stages.train.folds import cross_validate, with_rmse
+from zoo.stages.train.folds import run_folds, with_rmse
 from zoo.stages.train.loop import CompiledEpochs, epoch_permutation, epoch_runner
 from zoo.stages.train.recipe import compile_model, learning_rate_at, optimizer_record, rebuild_optimizer
 from zoo.stages.train.resume import early_stopping_state, resume_state, short, stopped_early
@@ -91,7 +91,7 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
     made_from = {"@spec": provenance.save_text(run, SPEC_FILE, dumps(spec), "train"), "@data": dataset.digest()}
     if not first_epoch:
         model = fresh_model(spec, run, x_train, steps, made_from, log)
-    cv = cross_validate(spec, dataset, compiled, log, quiet) if spec.train.folds and not first_epoch else None
+    cv = run_folds(spec, run, dataset, bool(first_epoch), compiled, log, quiet) if spec.train.folds else None
     runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
     session = Session(spec, run, model, runner, made_from, history, x_train, steps)
     if not quiet:
