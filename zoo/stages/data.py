@@ -323,8 +323,6 @@ def _table(spec: Spec, directory: Path) -> Dataset:
     from zoo.stages import tabular
 
     path = tabular.penguins_csv() if spec.data.dataset == "penguins" else resolve_path(spec.data.path, directory)
-    x_train, y_train, x_test, y_test, class_names, source, split = tabular.load_table(spec, path)
-    if spec.data.limit:
-        x_train, y_train = x_train[: spec.data.limit], y_train[: spec.data.limit]
+    x_train, y_train, x_test, y_test, class_names, source, split = tabular.load_table(spec, path)  # data.limit applied
     return Dataset(x_train, y_train, x_test, y_test, class_names, source, table=split,
                    directory=_directory_used(spec, directory, source))

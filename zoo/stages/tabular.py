@@ -11,7 +11,8 @@ The rules, documented in the README ("Tables"):
   is all zeros: never an error, never another category.
 - A classifier's text label gives class_names: the label's distinct values, sorted
   (numerically where all are numbers), unless model.class_names gives the order.
-- Every fitted figure comes from the training split only and is written to the run as
+- Every fitted figure comes from the training split only (its first data.limit rows when the
+  spec sets a limit: the rows the model trains on) and is written to the run as
   preprocessing.json (provenance-covered); export builds the ONNX preprocessing from it.
 """
 
@@ -353,6 +354,7 @@ def load_table(spec, path: Path):
     names = class_names(table, spec) if spec.is_classifier else ()
     y = labels(table, spec, names)
     train, test = split_rows(len(table), spec.data.test_fraction, spec.train.seed, path)
+    train = train[: spec.data.limit] if spec.data.limit else train  # what is fitted is what trains
     prep = fit(table.take(train), spec)
     prep = Preprocessing(prep.columns, prep.label, names, prep.target_transform, prep.inferred)
     split = TableSplit(prep, table.take(train), table.take(test))
