@@ -9,7 +9,9 @@ a [65536, 65536] float32 matrix each, 17 GB). The estimate counts, in float32:
   their snapshot: adam/adamw 2 slots, rmsprop 1 (2 with momentum), sgd 0 (1 with momentum));
 - activations: one batch through every layer, forward and backward;
 - data: every example of a built-in or synthetic dataset, twice (the array and the resident
-  tensor). Files (npz, csv) are measured when they are read (zoo.stages.data).
+  tensor). Files (npz, csv) are measured when they are read (zoo.stages.data); a table
+  before it is read and again before it is encoded (zoo.stages.table_memory), its model
+  counted at the encoded width (`features`).
 
 The limit is `ZOO_MEMORY_LIMIT` (a size such as `16GiB`, `512MiB` or bytes), default 8 GiB.
 Only the standard library is imported here.
@@ -54,16 +56,17 @@ def human(n: float) -> str:
     return f"{n:.3g} EiB"  # unreachable
 
 
-def layer_widths(spec) -> list[int]:
+def layer_widths(spec, features=None) -> list[int]:
     """Features in, every hidden layer's units, the outputs."""
     m = spec.model
-    # a table's width is its encoded columns', known once the CSV is read: counted as 1 here
-    features = math.prod(m.input_shape) if m.input_shape is not None else 1
+    # a table's width is its encoded columns', known once the CSV is read: counted as 1 until then
+    if features is None:
+        features = math.prod(m.input_shape) if m.input_shape is not None else 1
     return [features, *[h.units for h in m.hidden], spec.num_outputs or 1]  # (missing: its own check)
 
 
-def parameters(spec) -> int:
-    widths, bias = layer_widths(spec), 1 if spec.model.use_bias else 0
+def parameters(spec, features=None) -> int:
+    widths, bias = layer_widths(spec, features), 1 if spec.model.use_bias else 0
     return sum(a * b + b * bias for a, b in zip(widths, widths[1:]))
 
 
@@ -80,11 +83,12 @@ def examples(spec) -> int:
     return BUILTIN_EXAMPLES.get(d.dataset, 0)
 
 
-def estimate(spec) -> dict[str, int]:
-    """Bytes of parameters (with their training copies), activations and data."""
-    widths, t = layer_widths(spec), spec.train
+def estimate(spec, features=None) -> dict[str, int]:
+    """Bytes of parameters (with their training copies), activations and data; `features`:
+    the input width where the spec alone does not say it (a table's encoded columns)."""
+    widths, t = layer_widths(spec, features), spec.train
     batch = min(t.batch_size, examples(spec) or t.batch_size)
-    return {"parameters": parameters(spec) * 4 * (3 + 2 * _slots(t)),
+    return {"parameters": parameters(spec, features) * 4 * (3 + 2 * _slots(t)),
             "activations": batch * sum(widths) * 4 * 2,
             "data": examples(spec) * widths[0] * 4 * 2}
 

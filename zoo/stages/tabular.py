@@ -29,6 +29,7 @@ from zoo.core import files, provenance
 from zoo.core.arrays import read_csv_rows
 from zoo.core.contract import PREPROCESSING_FILE, RESERVED_NAMES
 from zoo.core.errors import DataError, UsageError
+from zoo.stages import table_memory
 
 MISSING = ("", "NA")  # the cells read as missing values
 MAX_CATEGORIES = 1000  # more distinct values than this in one column: an identifier or free text
@@ -347,6 +348,7 @@ def split_rows(n: int, test_fraction: float, seed: int, source) -> tuple[np.ndar
 
 def load_table(spec, path: Path):
     """(x_train, y_train, x_test, y_test, class_names, source, TableSplit) for a table spec."""
+    table_memory.check_file(path)  # before a cell is read
     table = read_table(path)
     if spec.data.label_column not in table.columns:
         raise DataError(f"{path}: no column {spec.data.label_column!r} (data.label_column); columns are "
@@ -356,6 +358,7 @@ def load_table(spec, path: Path):
     train, test = split_rows(len(table), spec.data.test_fraction, spec.train.seed, path)
     train = train[: spec.data.limit] if spec.data.limit else train  # what is fitted is what trains
     prep = fit(table.take(train), spec)
+    table_memory.check_encoded(prep, len(train) + len(test), spec, path)  # before a feature is encoded
     prep = Preprocessing(prep.columns, prep.label, names, prep.target_transform, prep.inferred)
     split = TableSplit(prep, table.take(train), table.take(test))
     return (prep.encode(split.train), y[train], prep.encode(split.test), y[test], list(names) or None,
