@@ -1,6 +1,8 @@
 """Tables before training: data.limit's rows are the rows the preprocessing is fitted on, the
 memory a table will take is estimated before it is loaded, and `zoo check` without the CSV."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -90,3 +92,30 @@ def test_cli_refuses_a_table_over_the_memory_limit_with_exit_2(zoo, tmp_path):
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1
     assert done.stderr.startswith(f"Error: {tmp_path / 'wide.csv'}: this table encoded (9,000 rows x 902 features")
     assert not (tmp_path / "exports" / "t" / "model.keras").exists()
+
+
+# ----- zoo check before the data is there ---------------------------------------------------------
+
+def test_cli_check_without_the_csv_validates_and_says_where_to_put_it(zoo, tmp_path):
+    from conftest import SPECS, write_spec
+
+    nowhere = tmp_path / "no-data"
+    done = zoo("check", SPECS / "ames-linear.json", env={"ZOO_DATA_DIR": str(nowhere)})
+    assert done.returncode == 0, done.stderr
+    assert '"label_column": "price"' in done.stdout  # the resolved spec, as for any spec
+    assert done.stdout.splitlines()[-1] == (
+        f"columns of ames/ames.csv (label 'price'): inferred from the training split when the data is found; "
+        f"it is not in the current directory nor in the data directory {nowhere}: set ZOO_DATA_DIR "
+        f"(or --data-dir) to the folder that holds it")
+    assert done.stderr == ""
+    (nowhere / "ames").mkdir(parents=True)  # found there, the columns are read from it
+    (nowhere / "ames" / "ames.csv").write_text("Order,PID,Lot.Area,Street,price\n"
+                                               + "".join(f"{i},{i},{100 + i},{'ab'[i % 2]},{1000 + i}\n"
+                                                         for i in range(1, 11)))
+    done = zoo("check", SPECS / "ames-linear.json", "--data-dir", nowhere)
+    assert done.returncode == 0, done.stderr
+    assert "Street" in done.stdout and "categorical (inferred)" in done.stdout and "not in the" not in done.stdout
+    # an invalid spec is still exit 2, with or without its data
+    bad = {**json.loads((SPECS / "ames-linear.json").read_text()), "extra": 1}
+    done = zoo("check", write_spec(tmp_path, bad), env={"ZOO_DATA_DIR": str(tmp_path / "elsewhere")})
+    assert done.returncode == 2 and "extra" in done.stderr

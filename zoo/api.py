@@ -294,6 +294,24 @@ def verify(target: SpecLike = None, *, out=None, atol=None, rtol=None, data_dir=
         return report
 
 
+def table_data_missing(spec: SpecLike, *, data_dir=None) -> str | None:
+    """For `zoo check`: a line saying a table spec's CSV is not found yet (where zoo looked and
+    how to point it there), its columns to be inferred when it is; None when it is found, or
+    the spec reads no CSV."""
+    spec = load_spec(spec)
+    if spec.data.dataset != "table":
+        return None
+    from zoo.stages.data import data_dir as data_folder
+    from zoo.stages.data import find_path
+
+    folder = data_folder(data_dir)
+    if find_path(spec.data.path, folder) is not None:
+        return None
+    return (f"columns of {spec.data.path} (label {spec.data.label_column!r}): inferred from the training split when "
+            f"the data is found; it is not in the current directory nor in the data directory {folder}: set "
+            f"ZOO_DATA_DIR (or --data-dir) to the folder that holds it")
+
+
 def table_columns(spec: SpecLike, *, data_dir=None) -> list[dict]:
     """A table spec's feature columns as zoo reads them from the training split: name, ONNX
     input, kind and how it was chosen (inferred or the spec's), fitted figures. [] for other specs.

@@ -84,7 +84,8 @@ def schema(out):
 @handled
 def check(spec_file, data_dir):
     """Validate a spec and print it with every default filled in; for a table, also each
-    column's kind (inferred from the training split, or the spec's) and fitted figures.
+    column's kind (inferred from the training split, or the spec's) and fitted figures, or,
+    when its CSV is not found yet, where zoo looked (exit 0: the spec is valid).
 
     \b
     Example:
@@ -95,7 +96,10 @@ def check(spec_file, data_dir):
 
     spec = load_spec(spec_file)
     click.echo(dumps(spec), nl=False)
-    columns = api.table_columns(spec, data_dir=data_dir)
+    missing = api.table_data_missing(spec, data_dir=data_dir)
+    columns = [] if missing else api.table_columns(spec, data_dir=data_dir)
+    if missing:
+        click.echo(missing)
     if columns:
         click.echo(f"columns of {spec.data.path or spec.data.dataset} (label {spec.data.label_column!r}), "
                    f"as read from the training split:")

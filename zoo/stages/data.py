@@ -185,13 +185,20 @@ def _synthetic(spec: Spec):
     return (*_split(x, y, spec.data.test_fraction, spec.train.seed), None, f"synthetic_linear(w={p.w}, b={p.b}, noise={p.noise})")
 
 
-def resolve_path(path: str, directory: Path) -> Path:
-    """A spec's data.path: as given (relative to the current directory), else in the data directory."""
+def find_path(path: str, directory: Path) -> Path | None:
+    """A spec's data.path: as given (relative to the current directory), else in the data
+    directory; None when it is in neither."""
     p = Path(path).expanduser()
-    if p.exists() or p.is_absolute():
+    if p.exists():
         return p
-    if (directory / p).exists():
-        return directory / p
+    return directory / p if not p.is_absolute() and (directory / p).exists() else None
+
+
+def resolve_path(path: str, directory: Path) -> Path:
+    """find_path, or a DataError saying where it looked (an absolute path is the reader's to refuse)."""
+    found = find_path(path, directory)
+    if found is not None or Path(path).expanduser().is_absolute():
+        return found or Path(path).expanduser()
     raise DataError(f"{path}: no such file in the current directory or in the data directory {directory} "
                     f"(set ZOO_DATA_DIR or --data-dir)")
 
