@@ -28,10 +28,10 @@ from pathlib import Path
 from zoo.core import signals
 from zoo.core.contract import BATCH_DIM, INPUT_NAME
 from zoo.core.errors import ServerError, UsageError
-from zoo.deploy.card import curl_command
 from zoo.deploy.defaults import GRPC_PORT, HOST, HTTP_PORT, INSTANCES, METRICS_PORT
-from zoo.deploy.serve import edge, process
+from zoo.deploy.serve import edge, process, stub_env
 from zoo.deploy.serve.models import Served, find_models, write_repository
+from zoo.deploy.serve_card import curl_command
 
 
 def serve(targets, *, host=HOST, port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_port=METRICS_PORT,
@@ -57,7 +57,7 @@ def serve(targets, *, host=HOST, port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_po
         parts.callback(logs.cleanup)
         parts.callback(triton.stop)
         try:
-            write_repository(served, work / "models", instances)
+            write_repository(served, work / "models", instances, stub_env.create(work / "stub-env"))
             process.start(triton, log_file)
             proxy = None
             if nginx:
@@ -98,9 +98,16 @@ def urls(served: list[Served], host: str, port: int, grpc_port: int, metrics_por
     lines = [f"  REST     http://{shown}:{port}/v2/models/<name>/infer  (health: /v2/health/ready, metadata: /v2/models/<name>)",
              f"  gRPC     {shown}:{grpc_port}  (inference.GRPCInferenceService)",
              f"  metrics  http://{shown}:{metrics_port}/metrics"]
-    return lines + [f"  model    {s.name}: {INPUT_NAME} [{BATCH_DIM} <= {s.max_batch_size}, "
-                    f"{', '.join(map(str, s.contract.input_shape))}] {s.contract.oip_dtype(INPUT_NAME)} -> "
-                    f"{', '.join(s.contract.outputs)}  ({s.onnx})" for s in served]
+    return lines + [f"  model    {s.name}: {_inputs(s)} -> {', '.join(s.contract.outputs)}  ({s.onnx})" for s in served]
+
+
+def _inputs(s: Served) -> str:
+    """A model's inputs for the banner: `input [batch <= 64, 8, 8] FP32`, or a table's one per column."""
+    c = s.contract
+    if c.is_table:
+        return (f"{len(c.columns)} inputs [{BATCH_DIM} <= {s.max_batch_size}, 1] "
+                f"({', '.join(f'{n} {c.oip_dtype(n)}' for n, _, _ in c.columns)})")
+    return f"{INPUT_NAME} [{BATCH_DIM} <= {s.max_batch_size}, {', '.join(map(str, c.input_shape))}] {c.oip_dtype(INPUT_NAME)}"
 
 
 def _banner(log, served: list[Served], host: str, ports: tuple[int, int, int], proxy, njs) -> None:
