@@ -29,7 +29,7 @@ from zoo.core import signals
 from zoo.core.contract import BATCH_DIM, INPUT_NAME
 from zoo.core.errors import ServerError, UsageError
 from zoo.deploy.defaults import GRPC_PORT, HOST, HTTP_PORT, INSTANCES, METRICS_PORT
-from zoo.deploy.serve import edge, process, stub_env
+from zoo.deploy.serve import edge, grpc_edge, process, stub_env
 from zoo.deploy.serve.models import Served, find_models, write_repository
 from zoo.deploy.serve_card import curl_command
 
@@ -51,7 +51,8 @@ def serve(targets, *, host=HOST, port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_po
     nginx = edge.nginx()
     njs = edge.njs_module() if nginx else None
     triton_http = (HOST, process.free_port()) if nginx else (host, port)  # behind nginx: loopback only
-    triton = process.create(pytriton, work / "models", http=triton_http, host=host, grpc_port=grpc_port,
+    triton_grpc = (HOST, process.free_port(avoid={triton_http[1], port, grpc_port, metrics_port}))  # behind zoo's gRPC edge: loopback only
+    triton = process.create(pytriton, work / "models", http=triton_http, grpc=triton_grpc, host=host,
                             metrics_port=metrics_port, verbose=verbose, log_file=log_file)
     with signals.on_signal(_stop_serving), contextlib.ExitStack() as parts:  # stopped last to first
         parts.callback(logs.cleanup)
@@ -63,6 +64,7 @@ def serve(targets, *, host=HOST, port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_po
             if nginx:
                 proxy = edge.start(nginx, work / "nginx", host, port, triton_http[1], njs)
                 parts.callback(edge.stop, proxy)
+            parts.callback(grpc_edge.stop, grpc_edge.start(host, grpc_port, triton_grpc[1]))  # after every fork
             _banner(log, served, host, (port, grpc_port, metrics_port), proxy, njs)
             _wait(triton, proxy, log_file, work / "nginx", process.stubs())
         except KeyboardInterrupt:
@@ -96,7 +98,7 @@ def urls(served: list[Served], host: str, port: int, grpc_port: int, metrics_por
     """The banner's lines: where each protocol listens, and each model's input and outputs."""
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::1", "::") else host
     lines = [f"  REST     http://{shown}:{port}/v2/models/<name>/infer  (health: /v2/health/ready, metadata: /v2/models/<name>)",
-             f"  gRPC     {shown}:{grpc_port}  (inference.GRPCInferenceService)",
+             f"  gRPC     {shown}:{grpc_port}  (inference.GRPCInferenceService; shapes checked against the data first)",
              f"  metrics  http://{shown}:{metrics_port}/metrics"]
     return lines + [f"  model    {s.name}: {_inputs(s)} -> {', '.join(s.contract.outputs)}  ({s.onnx})" for s in served]
 
