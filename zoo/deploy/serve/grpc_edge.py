@@ -17,8 +17,11 @@ least 4 bytes a value; typed contents: the shape's values exactly).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import math
-from concurrent import futures
+import threading
 
 from zoo.core.errors import ServerError, UsageError
 
@@ -29,7 +32,6 @@ MAX_DIMS = 16
 MAX_DIM = 2**31 - 1
 MAX_VALUES = 2**31 - 1
 MAX_MESSAGE = 64 * 1024 * 1024  # a larger request is RESOURCE_EXHAUSTED (Triton's own limit is 2 GiB)
-WORKERS = 64  # calls in flight at once; each holds a thread while Triton answers
 SIZES = {"BOOL": 1, "UINT8": 1, "INT8": 1, "UINT16": 2, "INT16": 2, "FP16": 2, "BF16": 2,
          "UINT32": 4, "INT32": 4, "FP32": 4, "UINT64": 8, "INT64": 8, "FP64": 8}
 CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -83,12 +85,25 @@ def _timeout(context) -> float | None:
     return left if left is not None and math.isfinite(left) and left < 1e9 else None
 
 
-class _Edge:
-    """The generic handler: every method forwarded to Triton's channel as bytes."""
+def _problem(raw: bytes) -> str | None:
+    from google.protobuf.message import DecodeError
+    from tritonclient.grpc import service_pb2
 
-    def __init__(self, channel):
-        import grpc
+    try:
+        return request_problem(service_pb2.ModelInferRequest.FromString(raw))
+    except DecodeError:  # not a ModelInferRequest: Triton says so in its own words
+        return None
 
+
+def _metadata(context):
+    return [(m.key, m.value) for m in context.invocation_metadata() or ()
+            if not m.key.startswith((":", "grpc-")) and m.key != "user-agent"]
+
+
+class _Handler:
+    """The generic handler (asyncio): every method forwarded to Triton's channel as bytes, awaited."""
+
+    def __init__(self, grpc, channel):
         self.grpc, self.channel = grpc, channel
 
     def service(self, details):
@@ -96,64 +111,85 @@ class _Edge:
         if method == STREAM:
             return grpc.stream_stream_rpc_method_handler(self._stream)
         if method in SERVER_STREAMING:
-            return grpc.unary_stream_rpc_method_handler(lambda request, context: self._watch(method, request, context))
-        return grpc.unary_unary_rpc_method_handler(lambda request, context: self._unary(method, request, context))
+            return grpc.unary_stream_rpc_method_handler(functools.partial(self._watch, method))
+        return grpc.unary_unary_rpc_method_handler(functools.partial(self._unary, method))  # async: grpc awaits it
 
-    @staticmethod
-    def _problem(raw: bytes) -> str | None:
-        from google.protobuf.message import DecodeError
-        from tritonclient.grpc import service_pb2
-
+    async def _unary(self, method, request: bytes, context):
+        problem = _problem(request) if method == INFER else None
+        if problem:
+            await context.abort(self.grpc.StatusCode.INVALID_ARGUMENT, problem)
         try:
-            return request_problem(service_pb2.ModelInferRequest.FromString(raw))
-        except DecodeError:  # not a ModelInferRequest: Triton says so in its own words
-            return None
-
-    @staticmethod
-    def _metadata(context):
-        return [(m.key, m.value) for m in context.invocation_metadata()
-                if not m.key.startswith((":", "grpc-")) and m.key != "user-agent"]
-
-    def _unary(self, method, request: bytes, context):
-        if method == INFER:
-            problem = self._problem(request)
-            if problem:
-                context.abort(self.grpc.StatusCode.INVALID_ARGUMENT, problem)
-        try:
-            return self.channel.unary_unary(method)(request, metadata=self._metadata(context),
-                                                    timeout=_timeout(context))
+            return await self.channel.unary_unary(method)(request, metadata=_metadata(context), timeout=_timeout(context))
         except self.grpc.RpcError as e:
-            context.abort(e.code(), e.details() or "")
+            await context.abort(e.code(), e.details() or "")
 
-    def _watch(self, method, request: bytes, context):
+    async def _watch(self, method, request: bytes, context):
         try:
-            yield from self.channel.unary_stream(method)(request, metadata=self._metadata(context),
-                                                         timeout=_timeout(context))
+            async for answer in self.channel.unary_stream(method)(request, metadata=_metadata(context),
+                                                                  timeout=_timeout(context)):
+                yield answer
         except self.grpc.RpcError as e:
-            context.abort(e.code(), e.details() or "")
+            await context.abort(e.code(), e.details() or "")
 
-    def _stream(self, requests, context):
+    async def _stream(self, requests, context):
         refused = []
 
-        def checked():  # a bad message ends the stream upstream; then the call is refused
-            for raw in requests:
-                problem = self._problem(raw)
+        async def checked():  # a bad message ends the stream upstream; then the call is refused
+            async for raw in requests:
+                problem = _problem(raw)
                 if problem:
                     refused.append(problem)
                     return
                 yield raw
 
         try:
-            yield from self.channel.stream_stream(STREAM)(checked(), metadata=self._metadata(context),
-                                                          timeout=_timeout(context))
+            async for answer in self.channel.stream_stream(STREAM)(checked(), metadata=_metadata(context),
+                                                                   timeout=_timeout(context)):
+                yield answer
         except self.grpc.RpcError as e:
-            context.abort(*((self.grpc.StatusCode.INVALID_ARGUMENT, refused[0]) if refused else (e.code(), e.details() or "")))
+            if not refused:
+                await context.abort(e.code(), e.details() or "")
         if refused:
-            context.abort(self.grpc.StatusCode.INVALID_ARGUMENT, refused[0])
+            await context.abort(self.grpc.StatusCode.INVALID_ARGUMENT, refused[0])
 
 
-def start(host: str, port: int, triton_port: int):
-    """The edge listening on host:port, forwarding to Triton's gRPC on the loopback; a grpc.Server.
+class Edge:
+    """The edge's asyncio gRPC server, on an event loop in a thread of its own."""
+
+    def __init__(self, grpc, address: str, triton_port: int):
+        self.grpc, self.address, self.triton_port = grpc, address, triton_port
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="zoo-grpc-edge", daemon=True)
+        self.server = None
+
+    async def _start(self) -> int:
+        limits = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
+        channel = self.grpc.aio.insecure_channel(f"127.0.0.1:{self.triton_port}", options=limits)
+        self.server = self.grpc.aio.server(options=limits)
+        self.server.add_generic_rpc_handlers([_Handler(self.grpc, channel)])
+        try:
+            bound = self.server.add_insecure_port(self.address)
+        except RuntimeError:
+            return 0
+        await self.server.start()
+        return bound
+
+    def start(self) -> None:
+        self.thread.start()
+        if not asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30):
+            self.stop()
+            raise ServerError(f"the gRPC edge could not listen on {self.address}; choose another --grpc-port")
+
+    def stop(self) -> None:
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.server.stop(1), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def start(host: str, port: int, triton_port: int) -> Edge:
+    """The edge listening on host:port, forwarding to Triton's gRPC on the loopback port `triton_port`.
 
     Raises:
         UsageError: grpcio is not installed (it comes with the serve extra's tritonclient[grpc]).
@@ -161,33 +197,13 @@ def start(host: str, port: int, triton_port: int):
     """
     try:
         import grpc
+        import grpc.aio  # noqa: F401
     except ImportError:
         raise UsageError("zoo serve's gRPC edge needs grpcio: pip install -e '.[serve]'") from None
-    limits = [("grpc.max_receive_message_length", MAX_MESSAGE), ("grpc.max_send_message_length", MAX_MESSAGE)]
-    channel = grpc.insecure_channel(f"127.0.0.1:{triton_port}", options=limits)
-    edge = _Edge(channel)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="zoo-grpc-edge"),
-                         handlers=[_Handler(edge)], options=limits, maximum_concurrent_rpcs=WORKERS * 4)
-    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
-    if not bound:
-        raise ServerError(f"the gRPC edge could not listen on {address}; choose another --grpc-port")
-    server.start()
-    return server
+    edge = Edge(grpc, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", triton_port)
+    edge.start()
+    return edge
 
 
-class _Handler:
-    """grpc.GenericRpcHandler without importing grpc at module level."""
-
-    def __init__(self, edge: _Edge):
-        self.edge = edge
-
-    def service(self, details):
-        return self.edge.service(details)
-
-
-def stop(server) -> None:
-    server.stop(grace=1).wait(5)
+def stop(edge: Edge) -> None:
+    edge.stop()

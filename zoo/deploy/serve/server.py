@@ -8,7 +8,9 @@ everything on the wire: REST and gRPC (KServe v2 / Open Inference Protocol), dyn
 batching, the health, ready and metadata endpoints, Prometheus metrics, the
 classification extension (labels.txt), and the checking of every request against the
 model's configuration (input name, datatype, shape, batch size), which it answers with a
-400 before our code runs. Where nginx is installed it takes the REST port (edge.py).
+400 before our code runs. Where nginx is installed it takes the REST port (edge.py); zoo's
+gRPC edge always takes the gRPC port (grpc_edge.py): both refuse shapes that do not fit the
+data carried, which Triton 2.51 would size its buffers from (or overflow on).
 
 Not PyTriton's `bind()`: a bound callable runs in this process, so every request crossed
 the stub, ZeroMQ and PyTriton's shared-memory tensor store (a process of its own) twice;
