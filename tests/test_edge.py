@@ -111,6 +111,75 @@ def test_a_chunked_body_under_the_limit_is_served(server):
     assert json.loads(text)["outputs"][0]["shape"][0] == 2
 
 
+# ----- gRPC: zoo's gRPC edge checks the same before Triton sees the request -----------------------
+
+def grpc_infer(server, shape, raw: bytes | None = None, contents=None, datatype="FP32", stream=False):
+    """(status name, details or output shapes) of one raw ModelInfer request over gRPC."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    tensor = request.inputs.add(name="input", datatype=datatype, shape=shape)
+    if contents is not None:
+        tensor.contents.fp32_contents.extend(contents)
+    else:
+        request.raw_input_contents.append(raw)
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        try:
+            if stream:
+                answers = list(stub.ModelStreamInfer(iter([request]), timeout=60))
+                return "OK", [a.error_message or list(a.infer_response.outputs[0].shape) for a in answers]
+            return "OK", [list(o.shape) for o in stub.ModelInfer(request, timeout=60).outputs]
+        except grpc.RpcError as e:
+            return e.code().name, e.details()
+
+
+ONE = bytes(256)  # one example's 64 float32 values
+
+
+@pytest.mark.parametrize("shape,raw", [
+    ([2**32 + 1, 8, 8], ONE),  # Triton 2.51 alone: OK with outputs (the product overflows to 64 values)
+    ([2**32, 8, 8], ONE),  # Triton alone: INTERNAL
+    ([2**40, 8, 8], ONE),
+    ([2147483647, 8, 8], ONE),
+    ([1, 2147483647], ONE),
+    ([2, 8, 8], ONE),
+    ([1, 8, 8], bytes(40)),
+    ([1] * 17, ONE),
+])
+def test_grpc_absurd_shapes_are_invalid_argument_before_triton_and_the_server_goes_on(server, shape, raw):
+    status, details = grpc_infer(server, shape, raw)
+    assert status == "INVALID_ARGUMENT", (status, details)
+    assert "shape" in details and str(shape[0]) in details, details
+    assert grpc_infer(server, [1, 8, 8], ONE) == ("OK", [[1, 10], [1, 10]])
+    assert_alive(server)
+
+
+def test_grpc_typed_contents_and_streams_are_checked_too(server):
+    status, details = grpc_infer(server, [2**32 + 1, 8, 8], contents=[0.0] * 64)
+    assert status == "INVALID_ARGUMENT" and "carries 64 values" in details or "not an integer" in details, details
+    assert grpc_infer(server, [1, 8, 8], contents=[0.5] * 64) == ("OK", [[1, 10], [1, 10]])
+    status, details = grpc_infer(server, [2**32 + 1, 8, 8], ONE, stream=True)
+    assert status == "INVALID_ARGUMENT" and "not an integer" in details, details
+    assert grpc_infer(server, [1, 8, 8], ONE, stream=True) == ("OK", [[1, 10]])
+
+
+def test_grpc_passes_triton_s_own_answers_through(server):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}")
+    try:
+        assert client.is_server_ready() and client.is_model_ready(MODEL)
+        assert client.get_model_metadata(MODEL).inputs[0].name == "input"
+        with pytest.raises(InferenceServerException) as e:  # Triton's own INVALID_ARGUMENT, word for word
+            client.infer("no-such-model", [grpcclient.InferInput("input", [1, 8, 8], "FP32")])
+        assert "no-such-model" in e.value.message()
+    finally:
+        client.close()
+
+
 # ----- a dead stub: zoo serve stops the whole server (exit 10), never ready-while-half-dead -------
 
 def _descendants(root: int) -> list[int]:

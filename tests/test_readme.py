@@ -33,7 +33,7 @@ ACCOUNTED = {
         "test_the_page_example_runs_as_written (setup-web.sh itself runs in .ci/run)",
     "await window.zoo.ready;": "tests/test_web.py drives window.zoo.predict in Chromium",
     "pip install -e '.[serve]' && pip install --no-deps 'nvidia-pytriton==0.7.0'":
-        "tests/test_serve.py (export --triton, zoo serve, the metadata request)",
+        "tests/test_serve.py (export --triton, zoo serve, the metadata request); tests/test_serve_table.py (the stub's NumPy 1)",
     "zoo/__init__.py, __main__.py, _entry.py   the face (re-exports api) and the process's start-up":
         "the layout, not a command",
 }

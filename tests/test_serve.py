@@ -208,13 +208,14 @@ class Server:
 
 
 @contextlib.contextmanager
-def running_server(target, tmp, *extra):
+def running_server(target, tmp, *extra, env=None):
     port, grpc_port, metrics_port = free_ports(3)
     log = tmp / f"serve-{port}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "zoo", "serve", str(target), "--port", str(port),
                                  "--grpc-port", str(grpc_port), "--metrics-port", str(metrics_port), *extra],
-                                stdout=out, stderr=subprocess.STDOUT, env=ENV, stdin=subprocess.DEVNULL, cwd=ROOT)
+                                stdout=out, stderr=subprocess.STDOUT, env={**ENV, **(env or {})},
+                                stdin=subprocess.DEVNULL, cwd=ROOT)
     server = Server(proc, port, grpc_port, metrics_port, log)
     try:
         deadline = time.monotonic() + 90

@@ -360,7 +360,7 @@ def run(spec: SpecLike, *, out=None, data_dir=None, device=None, backend=None,
         (log or _quiet)(line)
     report = _export(folder, opset=None, atol=None, rtol=None, data_dir=data_dir, verify=True, onnx=True, web=False,
                      ort_web=None, triton=None, log=log or _quiet, trained=(spec, metrics))
-    for line in next_steps(folder):
+    for line in next_steps(folder, spec):
         (log or _quiet)(line)
     return {"run": folder, "metrics": metrics, "verify": report}
 
@@ -378,14 +378,17 @@ def training_summary(metrics: dict, run: Path) -> list[str]:
     return lines
 
 
-def next_steps(run: Path) -> list[str]:
+def next_steps(run: Path, spec: Spec) -> list[str]:
     """What an exported run holds and the commands that use it: predict, the page, a server."""
-    from zoo.core.contract import CARD_FILE, TEST_DATA_SET, VERIFY_FILE, test_data_name
+    from zoo.core.contract import CARD_FILE, TEST_DATA_SET, VERIFY_FILE
+    from zoo.stages.predict import example_input
 
     run = Path(run)
     shown = run.relative_to(Path.cwd()) if run.is_relative_to(Path.cwd()) else run
+    example = example_input(run, spec)
+    example = example.relative_to(Path.cwd()) if example.is_relative_to(Path.cwd()) else example
     return [f"made {shown}/: {MODEL_ONNX}, {VERIFY_FILE}, {TEST_DATA_SET}/, {CARD_FILE} (how to call the model)",
             "next:",
-            f"  zoo predict {shown}/{MODEL_ONNX} {shown}/{test_data_name('input', 0)}",
+            f"  zoo predict {shown}/{MODEL_ONNX} {example}",
             f"  zoo export {shown} --web && zoo web {shown}      # the model in a browser page",
             f"  zoo export {shown} --triton && zoo serve {shown}  # a Triton server (README: Serving)"]

@@ -145,7 +145,10 @@ class Contract:
         return [(INPUT_NAME, self.input_shape)]
 
     def oip_dtype(self, name: str) -> str:
-        """The Open Inference Protocol's datatype name (FP32, UINT8) of a tensor of this interface."""
+        """The Open Inference Protocol's datatype name (FP32, UINT8, a table's text: BYTES) of a tensor of this interface."""
+        column = self.column_dtype(name)
+        if column is not None:
+            return (STRING_DTYPE if column == STRING else DTYPES[column])["oip"]
         return DTYPES[self.input_dtype if name == INPUT_NAME else OUTPUT_DTYPE]["oip"]
 
     @property

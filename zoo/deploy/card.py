@@ -32,16 +32,13 @@ from zoo.core.contract import (
     PROBABILITIES,
     SPEC_FILE,
     TEST_DATA_SET,
-    TRITON_DIR,
     VERIFY_FILE,
     Contract,
     test_data_name,
 )
-from zoo.deploy import triton
-from zoo.deploy.defaults import GRPC_PORT, HTTP_PORT, METRICS_PORT
+from zoo.deploy.serve_card import serve_section
 
 TEST_INPUT = test_data_name("input", 0)
-TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the version nvidia-pytriton 0.7 bundles
 TESTED_WITH = ("zoo's test suite (tests/test_card_snippets.py) runs these three programs exactly as this "
                "card prints them, on a freshly exported classifier and regression model: the Python one with "
                "onnxruntime 1.31 (pip), the JavaScript one with Node 20 and onnxruntime-node 1.30 (npm, "
@@ -57,7 +54,7 @@ def write_card(run, spec, metrics, opset) -> None:
 
         return table_card.write_card(run, spec, metrics, opset)
     c = Contract.from_spec(spec)
-    parts = [_about(spec, c, metrics, opset), _python(c), _javascript(c), _cpp(c), _browser(c), _serve(c, run),
+    parts = [_about(spec, c, metrics, opset), _python(c), _javascript(c), _cpp(c), _browser(c), serve_section(c, run),
              _tested()]
     variants = _verified_variants(run)
     if variants:  # the table comes from verify.json: the card is then made from it too
@@ -195,60 +192,6 @@ def _browser(c: Contract) -> str:
 `zoo export RUN --web` writes `web/` beside the model: a page that runs it with
 onnxruntime-web (WebAssembly){', draws or loads an image and shows the top classes' if c.is_classifier else ', with a form for the inputs'};
 `zoo web RUN` serves it on 127.0.0.1. Other pages call `window.zoo.predict(x)`.
-"""
-
-
-def curl_command(contract: Contract, host="localhost", port=HTTP_PORT) -> str:
-    """One inference request in the Open Inference Protocol's JSON, as a curl command (an all-zero example).
-
-    The card prints it, and so does zoo serve once it is up.
-    """
-    shape = [1, *contract.input_shape]
-    zeros = ", ".join(["0"] * contract.example_size)
-    return (f"curl -s {host}:{port}/v2/models/{contract.name}/infer -H 'Content-Type: application/json' "
-            f"-d '{{\"inputs\": [{{\"name\": \"{INPUT_NAME}\", \"shape\": {shape}, "
-            f"\"datatype\": \"{contract.oip_dtype(INPUT_NAME)}\", \"data\": [{zeros}]}}]}}'")
-
-
-def _serve(c: Contract, run=None) -> str:
-    """The "Serve it" section: zoo serve, curl, tritonclient, and a stock Triton server."""
-    run_arg = f"exports/{c.name}" if run is None else f"exports/{Path(run).name}"
-    shape = [1, *c.input_shape]
-    dtype = c.oip_dtype(INPUT_NAME)
-    client = _asset("card_serve_client.py.txt").substitute(
-        http_port=HTTP_PORT, shape_tuple=tuple(shape), input_dtype=c.input_dtype, input_name=INPUT_NAME,
-        oip_dtype=dtype, name=c.name, last_output=c.outputs[-1])
-    ports = " ".join(f"-p {p}:{p}" for p in (HTTP_PORT, GRPC_PORT, METRICS_PORT))
-    return f"""
-## Serve it (Triton, Open Inference Protocol)
-
-`zoo serve` runs a real Triton Inference Server through PyTriton (`pip install -e '.[serve]'`
-and `pip install --no-deps 'nvidia-pytriton==0.7.0'`), with REST on port {HTTP_PORT}, gRPC
-on {GRPC_PORT} and Prometheus metrics on {METRICS_PORT}:
-
-```bash
-zoo serve {run_arg}
-```
-
-One request in the protocol's JSON (`{INPUT_NAME}` is {dtype} {shape}, raw values, row-major):
-
-```bash
-{curl_command(c)}
-```
-
-The same with `tritonclient` (`pip install 'tritonclient[http]'`):
-
-```python
-{client}
-```
-
-On a stock Triton server: `zoo export {run_arg} --triton` writes a model repository
-(`{run_arg}/{TRITON_DIR}/{c.name}/{triton.CONFIG}`, `{triton.VERSION}/{triton.MODEL_FILE}`, `{triton.LABELS}`; give `--triton REPO` to
-share one repository between runs), which Triton's onnxruntime backend serves as it is:
-
-```bash
-docker run --rm {ports} -v "$PWD/{run_arg}/{TRITON_DIR}:/models" {TRITON_IMAGE} tritonserver --model-repository=/models
-```
 """
 
 

@@ -23,16 +23,7 @@ from zoo.core.contract import (
     TEST_DATA_SET,
     Contract,
 )
-
-
-def example_rows(columns: list[dict]) -> dict[str, list]:
-    """{input name: [typical value, None]} from zoo.columns metadata."""
-    def typical(c):
-        if c["dtype"] == "string":
-            return c["categories"][0] if c.get("categories") else ""
-        return round(float(c.get("mean", 0.0)), 3)
-
-    return {c["input"]: [typical(c), None] for c in columns}
+from zoo.deploy.serve_card import example_rows, serve_section
 
 
 def _asset(name: str) -> string.Template:
@@ -116,5 +107,5 @@ Save as `predict.cpp` here; with onnxruntime's headers and library installed:
 ```cpp
 {program(c, "cpp")}
 ```
-"""
+{serve_section(c, run)}"""
     provenance.save_text(run, CARD_FILE, text, "export", inputs=[MODEL_ONNX, METRICS_FILE])

@@ -35,12 +35,13 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # what Triton (and PyTriton
 
 
 def config_text(contract: Contract, *, max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US,
-                instances=1, backend=None) -> str:
+                instances=1, backend=None, execution_env=None) -> str:
     """config.pbtxt for one model: every input and output with its Triton dtype and dims (no batch axis).
 
     Triton's onnxruntime backend runs it (`platform`), or with `backend="python"` the Python
     backend runs the model.py asset (zoo/deploy/assets/triton_model.py) beside the ONNX file
-    (what zoo serve does).
+    (what zoo serve does), in the Python environment at `execution_env` if given
+    (zoo.deploy.serve.stub_env).
     """
     if max_batch_size < 1:  # Triton's dynamic batcher needs max_batch_size > 0
         raise UsageError(f"max_batch_size must be at least 1; received {max_batch_size}")
@@ -60,7 +61,9 @@ def config_text(contract: Contract, *, max_batch_size=MAX_BATCH_SIZE, queue_dela
             f"input [\n{inputs}\n]\n"
             f"output [\n{outputs}\n]\n"
             f"dynamic_batching {{\n  max_queue_delay_microseconds: {queue_delay_us}\n}}\n"
-            f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n")
+            f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n"
+            + (f'parameters: {{\n  key: "EXECUTION_ENV_PATH"\n  value: {{ string_value: "{execution_env}" }}\n}}\n'
+               if execution_env else ""))
 
 
 def _refuse_symlinks(*paths: Path) -> None:
@@ -70,12 +73,12 @@ def _refuse_symlinks(*paths: Path) -> None:
 
 
 def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_delay_us=QUEUE_DELAY_US,
-                     instances=1, backend=None, contract=None) -> Path:
+                     instances=1, backend=None, contract=None, execution_env=None) -> Path:
     """Put one exported model into the Triton model repository `repo`; return its model folder.
 
     By default for Triton's onnxruntime backend. With `backend="python"` (zoo serve) the
     version folder also holds model.py (zoo/deploy/assets/triton_model.py), which runs model.onnx with
-    onnxruntime in the Python backend. `contract` overrides the one read from the ONNX file
+    onnxruntime in the Python backend (in the environment `execution_env`). `contract` overrides the one read from the ONNX file
     (zoo serve renames a model to its repository folder's name).
 
     Raises:
@@ -95,7 +98,7 @@ def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_de
     _refuse_symlinks(repo, model_dir, version_dir, version_dir / MODEL_FILE, version_dir / PYTHON_MODEL_FILE,
                      model_dir / LABELS, model_dir / CONFIG)
     config = config_text(contract, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
-                         instances=instances, backend=backend)
+                         instances=instances, backend=backend, execution_env=execution_env)
     labels = contract.labels() if contract.is_classifier else []
     bad = next((label for label in labels if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in label)), None)
     if bad is not None:  # one name a line: a newline or tab would give every later class another's name

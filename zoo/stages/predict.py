@@ -186,3 +186,19 @@ def format_predictions(results) -> str:
         else:
             lines.append(f"[{r['index']}] " + "  ".join(f"{t['name']} {t['probability']:.3f}" for t in r["top"]))
     return "\n".join(lines)
+
+
+def example_input(run: Path, spec) -> Path:
+    """A file `zoo predict RUN/model.onnx FILE` takes for this run, for the next steps `zoo run` prints:
+    test_data_set_0's input, or for a table the CSV it was trained from (its label column is
+    ignored there like any extra column)."""
+    from zoo.core.contract import test_data_name
+
+    if not spec.is_table:
+        return Path(run) / test_data_name("input", 0)
+    from zoo.stages import tabular
+    from zoo.stages.data import data_dir, recorded_data_dir, resolve_path
+
+    if spec.data.dataset == "penguins":
+        return tabular.penguins_csv()
+    return resolve_path(spec.data.path, data_dir(recorded=recorded_data_dir(run)))

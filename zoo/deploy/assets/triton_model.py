@@ -50,7 +50,8 @@ def to_tensor(name, array):
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.input = config["input"][0]["name"]
+        self.inputs = [i["name"] for i in config["input"]]
+        self.strings = {i["name"] for i in config["input"] if i["data_type"] == "TYPE_STRING"}
         self.outputs = [o["name"] for o in config["output"]]
         options = ort.SessionOptions()
         # One thread per instance, and no spinning: Triton runs several instances (processes)
@@ -63,18 +64,25 @@ class TritonPythonModel:
         if NUMPY_2:
             _quiet_capsule_warning()
 
+    def read(self, request, name):
+        tensor = pb_utils.get_input_tensor_by_name(request, name)
+        if name in self.strings:  # BYTES: an object array of bytes; onnxruntime takes str
+            return np.vectorize(lambda b: b.decode("utf-8", "replace"), otypes=[object])(tensor.as_numpy())
+        return to_numpy(tensor)
+
     def execute(self, requests):
         """One run of the session over the dynamic batcher's requests, split back per request."""
-        arrays = [to_numpy(pb_utils.get_input_tensor_by_name(r, self.input)) for r in requests]
+        feeds = [{name: self.read(r, name) for name in self.inputs} for r in requests]
+        sizes = [len(feed[self.inputs[0]]) for feed in feeds]
         try:
-            batch = arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-            results = self.session.run(self.outputs, {self.input: batch})
+            batch = feeds[0] if len(feeds) == 1 else {n: np.concatenate([f[n] for f in feeds]) for n in self.inputs}
+            results = self.session.run(self.outputs, batch)
         except Exception as e:  # onnxruntime refused the batch: each request gets the reason
             error = pb_utils.TritonError(f"onnxruntime could not run the batch: {str(e)[:500]}")
             return [pb_utils.InferenceResponse(error=error) for _ in requests]
         responses, start = [], 0
-        for array in arrays:
-            end = start + len(array)
+        for size in sizes:
+            end = start + size
             responses.append(pb_utils.InferenceResponse(
                 output_tensors=[to_tensor(name, result[start:end]) for name, result in zip(self.outputs, results)]))
             start = end

@@ -21,6 +21,7 @@ from zoo.core import provenance, runs
 from zoo.core.contract import MODEL_ONNX, SPEC_FILE, Contract
 from zoo.core.errors import ProvenanceError, UsageError
 from zoo.deploy import triton as repo_format
+from zoo.deploy.serve import stub_env
 
 INSTALL_HINT = ("install the serve extra: pip install -e '.[serve]' && pip install --no-deps 'nvidia-pytriton==0.7.0' "
                 "(nvidia-pytriton declares numpy<2; see .ci/setup-serve.sh)")
@@ -136,10 +137,7 @@ def find_models(targets, variant=None) -> list[Served]:
                              f"repository (*/{repo_format.CONFIG}); give one made by `zoo export --triton`")
         else:
             raise UsageError(f"{target}: no such run folder, Triton repository or .onnx file")
-    tables = [s.name for s in served if s.contract.is_table]
-    if tables:  # the Python backend's model.py takes one tensor; BYTES inputs are not wired through yet
-        raise UsageError(f"{', '.join(tables)}: a table model (one named input per column, some strings) is not served "
-                         f"by zoo serve yet; `zoo export --triton` writes a repository for Triton's onnxruntime backend")
+    stub_env.require_numpy1([s.name for s in served if s.contract.is_table])
     names = [s.name for s in served]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -149,8 +147,10 @@ def find_models(targets, variant=None) -> list[Served]:
     return served
 
 
-def write_repository(served: list[Served], repo: Path, instances: int) -> None:
-    """The repository Triton loads: each model for the Python backend, which runs it with onnxruntime."""
+def write_repository(served: list[Served], repo: Path, instances: int, execution_env: Path) -> None:
+    """The repository Triton loads: each model for the Python backend, which runs it with onnxruntime
+    in the stub environment `execution_env` (zoo.deploy.serve.stub_env)."""
     for s in served:
         repo_format.write_repository(s.onnx, repo, max_batch_size=s.max_batch_size, queue_delay_us=s.queue_delay_us,
-                                     instances=instances, backend="python", contract=s.contract)
+                                     instances=instances, backend="python", contract=s.contract,
+                                     execution_env=execution_env)

@@ -51,12 +51,12 @@ def load_pytriton():
     return Triton, TritonConfig
 
 
-def create(pytriton, repo: Path, *, http: tuple[str, int], host: str, grpc_port: int, metrics_port: int,
+def create(pytriton, repo: Path, *, http: tuple[str, int], grpc: tuple[str, int], host: str, metrics_port: int,
            verbose: bool, log_file: Path | None):
-    """A Triton server, not started: REST on `http` (address, port), gRPC and metrics on `host`."""
+    """A Triton server, not started: REST on `http` and gRPC on `grpc` (address, port), metrics on `host`."""
     Triton, TritonConfig = pytriton
     config = TritonConfig(model_repository=repo, http_address=http[0], http_port=http[1],
-                          grpc_address=host, grpc_port=grpc_port,
+                          grpc_address=grpc[0], grpc_port=grpc[1],
                           metrics_address=host, metrics_port=metrics_port, allow_metrics=True, allow_gpu_metrics=False,
                           exit_timeout_secs=EXIT_TIMEOUT_S, log_verbose=1 if verbose else None, log_file=log_file)
     return Triton(config=config)
@@ -75,11 +75,14 @@ def start(triton, log_file: Path | None) -> None:
                           f"{log_tail(log_file)}; rerun with --verbose for its full log") from None
 
 
-def free_port() -> int:
-    """A port on the loopback nobody listens on now (for Triton's REST port behind nginx)."""
-    with contextlib.closing(socket.socket()) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+def free_port(avoid=()) -> int:
+    """A port on the loopback nobody listens on now, and not in `avoid` (for Triton's ports behind the edges)."""
+    while True:
+        with contextlib.closing(socket.socket()) as s:
+            s.bind((HOST, 0))
+            port = s.getsockname()[1]
+        if port not in avoid:
+            return port
 
 
 def log_tail(log_file) -> str:

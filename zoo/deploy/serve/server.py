@@ -8,7 +8,9 @@ everything on the wire: REST and gRPC (KServe v2 / Open Inference Protocol), dyn
 batching, the health, ready and metadata endpoints, Prometheus metrics, the
 classification extension (labels.txt), and the checking of every request against the
 model's configuration (input name, datatype, shape, batch size), which it answers with a
-400 before our code runs. Where nginx is installed it takes the REST port (edge.py).
+400 before our code runs. Where nginx is installed it takes the REST port (edge.py); zoo's
+gRPC edge always takes the gRPC port (grpc_edge.py): both refuse shapes that do not fit the
+data carried, which Triton 2.51 would size its buffers from (or overflow on).
 
 Not PyTriton's `bind()`: a bound callable runs in this process, so every request crossed
 the stub, ZeroMQ and PyTriton's shared-memory tensor store (a process of its own) twice;
@@ -28,10 +30,10 @@ from pathlib import Path
 from zoo.core import signals
 from zoo.core.contract import BATCH_DIM, INPUT_NAME
 from zoo.core.errors import ServerError, UsageError
-from zoo.deploy.card import curl_command
 from zoo.deploy.defaults import GRPC_PORT, HOST, HTTP_PORT, INSTANCES, METRICS_PORT
-from zoo.deploy.serve import edge, process
+from zoo.deploy.serve import edge, grpc_edge, process, stub_env
 from zoo.deploy.serve.models import Served, find_models, write_repository
+from zoo.deploy.serve_card import curl_command
 
 
 def serve(targets, *, host=HOST, port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_port=METRICS_PORT,
@@ -51,18 +53,20 @@ def serve(targets, *, host=HOST, port=HTTP_PORT, grpc_port=GRPC_PORT, metrics_po
     nginx = edge.nginx()
     njs = edge.njs_module() if nginx else None
     triton_http = (HOST, process.free_port()) if nginx else (host, port)  # behind nginx: loopback only
-    triton = process.create(pytriton, work / "models", http=triton_http, host=host, grpc_port=grpc_port,
+    triton_grpc = (HOST, process.free_port(avoid={triton_http[1], port, grpc_port, metrics_port}))  # behind zoo's gRPC edge: loopback only
+    triton = process.create(pytriton, work / "models", http=triton_http, grpc=triton_grpc, host=host,
                             metrics_port=metrics_port, verbose=verbose, log_file=log_file)
     with signals.on_signal(_stop_serving), contextlib.ExitStack() as parts:  # stopped last to first
         parts.callback(logs.cleanup)
         parts.callback(triton.stop)
         try:
-            write_repository(served, work / "models", instances)
+            write_repository(served, work / "models", instances, stub_env.create(work / "stub-env"))
             process.start(triton, log_file)
             proxy = None
             if nginx:
                 proxy = edge.start(nginx, work / "nginx", host, port, triton_http[1], njs)
                 parts.callback(edge.stop, proxy)
+            parts.callback(grpc_edge.stop, grpc_edge.start(host, grpc_port, triton_grpc[1]))  # after every fork
             _banner(log, served, host, (port, grpc_port, metrics_port), proxy, njs)
             _wait(triton, proxy, log_file, work / "nginx", process.stubs())
         except KeyboardInterrupt:
@@ -96,11 +100,18 @@ def urls(served: list[Served], host: str, port: int, grpc_port: int, metrics_por
     """The banner's lines: where each protocol listens, and each model's input and outputs."""
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::1", "::") else host
     lines = [f"  REST     http://{shown}:{port}/v2/models/<name>/infer  (health: /v2/health/ready, metadata: /v2/models/<name>)",
-             f"  gRPC     {shown}:{grpc_port}  (inference.GRPCInferenceService)",
+             f"  gRPC     {shown}:{grpc_port}  (inference.GRPCInferenceService; shapes checked against the data first)",
              f"  metrics  http://{shown}:{metrics_port}/metrics"]
-    return lines + [f"  model    {s.name}: {INPUT_NAME} [{BATCH_DIM} <= {s.max_batch_size}, "
-                    f"{', '.join(map(str, s.contract.input_shape))}] {s.contract.oip_dtype(INPUT_NAME)} -> "
-                    f"{', '.join(s.contract.outputs)}  ({s.onnx})" for s in served]
+    return lines + [f"  model    {s.name}: {_inputs(s)} -> {', '.join(s.contract.outputs)}  ({s.onnx})" for s in served]
+
+
+def _inputs(s: Served) -> str:
+    """A model's inputs for the banner: `input [batch <= 64, 8, 8] FP32`, or a table's one per column."""
+    c = s.contract
+    if c.is_table:
+        return (f"{len(c.columns)} inputs [{BATCH_DIM} <= {s.max_batch_size}, 1] "
+                f"({', '.join(f'{n} {c.oip_dtype(n)}' for n, _, _ in c.columns)})")
+    return f"{INPUT_NAME} [{BATCH_DIM} <= {s.max_batch_size}, {', '.join(map(str, c.input_shape))}] {c.oip_dtype(INPUT_NAME)}"
 
 
 def _banner(log, served: list[Served], host: str, ports: tuple[int, int, int], proxy, njs) -> None:
