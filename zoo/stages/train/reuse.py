@@ -1,20 +1,22 @@
 """One compiled model and its traced epoch function, reused across the trainings of one process.
 
-A sweep's worker trains one architecture on one dataset many times, changing only the
-learning rate, the seed or the batch size. Tracing the epoch's tf.function (~0.15 s) and
-mirroring the model for the checkpoint writer cost more than a small model's 3 epochs.
-After `keep_traced()`, a fresh training whose model, optimizer (all but its learning
-rate) and training arrays are those of a kept one trains the kept model instead:
+A sweep's worker trains one architecture many times, changing only the learning rate, the
+seed (and with it, for some datasets, the train/test split) or the batch size. Tracing the
+epoch's tf.function (0.2-0.6 s) and mirroring the model for the checkpoint writer cost more
+than a small model's 3 epochs. After `keep_traced()`, a fresh training whose model and
+optimizer (all but its learning rate) are those of a kept one trains the kept model instead:
 
 - the fresh model is still built from the spec and seed, and every variable of it (weights,
   adapted statistics, dropout seed states) is assigned to the kept model's;
 - the optimizer's variables are assigned from a new optimizer made from the spec (learning
   rate, iterations and slots as a fresh one has them), and the model is compiled again
   with it, so the saved model.keras records the spec's compile settings;
-- the kept model takes the fresh one's name.
+- the kept model takes the fresh one's name;
+- the runner is handed this training's arrays, where they are other arrays.
 
-The traced function takes the epoch's order and batch size as tensors and reads the
-learning rate from its variable, so the same graph trains every kept training, and a
+The traced function takes the data, the epoch's order and the batch size as arguments and
+reads the learning rate from its variable, so one graph trains every training of the
+architecture whose arrays have the same shapes (others get a trace of their own), and a
 trial's metrics are those of a `zoo run` of its spec (tests/test_sweep_speed.py checks
 that). Off by default: `zoo train` and `zoo run` build, trace and mirror afresh.
 """
@@ -29,7 +31,7 @@ from zoo.spec import Spec
 from zoo.stages.train.loop import CompiledEpochs, epoch_runner
 from zoo.stages.train.recipe import compile_model, make_optimizer
 
-KEPT = 8  # (architecture, data) pairs a process keeps traced; a sweep over more retraces the least recent
+KEPT = 4  # architectures a process keeps traced (a sweep over more retraces the least recent)
 _kept: OrderedDict | None = None
 
 
@@ -43,7 +45,7 @@ def keep_traced(on: bool = True) -> None:
 class Kept:
     model: object  # the compiled keras.Model the runner's traced function trains
     runner: CompiledEpochs
-    arrays: tuple  # (x_train, y_train, x_val, y_val): the very arrays the runner holds as tensors
+    arrays: tuple  # (x_train, y_train, x_val, y_val): the arrays the runner holds as tensors now
     mirror: tuple | None = None  # the checkpoint writer's (shadow, variable pairs), made at its first use
 
 
@@ -69,12 +71,13 @@ def runner_for(model, spec: Spec, x_train, y_train, validation, steps: int, comp
     (kept for the next training when keeping is on)."""
     runner = None
     if _kept is not None and compiled is not False:
-        arrays = _arrays(x_train, y_train, validation)
-        # the arrays' ids tell them apart: an entry holds its arrays, so no other array takes their ids
-        key = json.dumps([_key(spec, model), [id(a) for a in arrays]])
+        key, arrays = _key(spec, model), _arrays(x_train, y_train, validation)
         kept = _kept.get(key)
-        if kept is not None and all(a is b for a, b in zip(kept.arrays, arrays)):
+        if kept is not None and (kept.arrays[2] is None) == (validation is None):
             _kept.move_to_end(key)
+            if not all(a is b for a, b in zip(kept.arrays, arrays)):  # another seed's split, say
+                kept.runner.use(x_train, y_train, validation)
+                kept.arrays = arrays
             _take_state(kept.model, model, spec, steps)
             return kept.model, kept.runner
         runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
