@@ -10,21 +10,20 @@ run instead of training it again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
-from zoo.core import files, runs, signals
-from zoo.core.backend import import_keras
-from zoo.core.contract import SPEC_FILE
+from zoo.core import runs, signals
 from zoo.core.errors import Interrupted, SweepError, TrainingError, UsageError, ZooError, io_error
 from zoo.spec.schema import NAME_PATTERN
+from zoo.sweep.best import EXPORTED, export_best
 from zoo.sweep.grid import plan
 from zoo.sweep.report import progress_line, results, write_results
 from zoo.sweep.study import (
@@ -45,6 +44,7 @@ from zoo.sweep.study import (
 )
 
 STOP_SECONDS = 10  # a worker gets this long to leave after SIGTERM, then it is killed
+EXPORT_SECONDS = 300  # with --export best, the workers get this long to export the best run and leave
 
 
 class SweepInterrupted(ZooError):
@@ -75,11 +75,28 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
     if not re.match(NAME_PATTERN, name):
         raise UsageError(f"--study {name!r}: use letters, digits, '-' and '_' (it names the folder sweeps/{name[:64]})")
     folder = sweep_dir(out, name)
+    if export not in EXPORTS:
+        raise UsageError(f"--export {export!r}: choose one of {', '.join(EXPORTS)}")
+    early = []
     if storage_url is None:
         _mkdir(folder)
         storage_url = default_storage(out, name)
-    if export not in EXPORTS:
-        raise UsageError(f"--export {export!r}: choose one of {', '.join(EXPORTS)}")
+        # the workers load TensorFlow (seconds) while this process makes the study
+        early = _spawn(workers, storage_url, name, out, data_dir, device, backend, heartbeat, folder, early=True)
+    try:
+        found, exported = _study_and_results(storage_url, name, the_plan, heartbeat, export, folder, out, echo,
+                                             early, (workers, data_dir, device, backend, quiet))
+    finally:
+        _discard(early)  # none when they ran: the sweep stopped them; else they did nothing
+    if exported is not None:  # --export best; a worker may have exported it already
+        export_best(found["best"]["best_run"]["run_dir"], data_dir, echo, exported)
+    return found
+
+
+def _study_and_results(storage_url, name, the_plan, heartbeat, export, folder, out, echo, early, how) -> tuple:
+    """Create or join the study, run its unfinished trials, write the results. Returns (results, the
+    study's EXPORTED record or {}, or None without --export best)."""
+    workers, data_dir, device, backend, quiet = how
     with storage_errors(storage_url):  # a corrupt study.db or a database gone: exit 2, never 'internal error'
         storage = connect(storage_url)
         (study, definition), created = open_study(storage, name, the_plan, heartbeat, log=lambda m: None,
@@ -89,69 +106,55 @@ def sweep(spec_file, sets=(), seeds=None, *, fixed=None, metric=None, workers=1,
              f"combinations x {len(the_plan.seeds)} seeds) in {masked(normalize_url(storage_url))}"
              + ("" if created else " (joined)"))
         echo(f"runs go to {runs.runs_root(out).resolve()}/{the_plan.spec_name}-<hash>; results to {folder}")
+        report = lambda: _report(study, definition, folder, name, echo)  # noqa: E731
         if _unfinished(study):
-            _run_workers(study, definition, workers, storage_url, name, out, data_dir, device, backend, folder, quiet,
-                         echo)
-        found = results(study, definition)
-        write_results(found, folder)
-        echo(found["markdown"])
-        echo(f"wrote {folder}/results.md, results.csv, summary.csv, sweep.png")
-        if not found["best"]:
-            raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md "
-                                f"and the worker logs in {folder}/logs")
-    if definition.get("export", "all") == "best":
-        export_best(found["best"]["best_run"]["run_dir"], data_dir, echo)
+            procs = list(early) or _spawn(workers, storage_url, name, out, data_dir, device, backend,
+                                    definition["heartbeat"], folder)
+            early[:] = []  # _run_workers stops them
+            found = _run_workers(study, definition, procs, quiet, echo, report)
+        else:
+            found = report()
+        if definition.get("export", "all") != "best":
+            return found, None
+        return found, retrying(storage.get_study_system_attrs, storage.get_study_id_from_name(name)).get(EXPORTED, {})
+
+
+def _report(study, definition, folder: Path, name: str, echo) -> dict:
+    """Write and show the results; TrainingError (exit 4) when every trial failed."""
+    found = results(study, definition)
+    write_results(found, folder)
+    echo(found["markdown"])
+    echo(f"wrote {folder}/results.md, results.csv, summary.csv, sweep.png")
+    if not found["best"]:
+        raise TrainingError(f"every trial of sweep {name} failed; see {folder}/results.md "
+                            f"and the worker logs in {folder}/logs")
     return found
 
 
-def _run_workers(study, definition, workers, storage_url, name, out, data_dir, device, backend, folder, quiet, echo):
-    """Start the workers, watch them until no trial is left, stop them (also on Ctrl-C or SIGTERM)."""
-    procs = _spawn(workers, storage_url, name, out, data_dir, device, backend, definition["heartbeat"], folder)
-    if definition.get("export", "all") == "best":  # the best run's export needs Keras: load it while they train
-        threading.Thread(target=_import_keras_gently, daemon=True, name="zoo-import-keras").start()
+def _run_workers(study, definition, procs, quiet, echo, report) -> dict:
+    """Watch the workers until no trial is left, `report()` the results while a worker exports
+    the best run, and stop them (also on Ctrl-C or SIGTERM). Returns what `report` found."""
     try:
         with signals.on_signal(_terminate, (signal.SIGTERM,)):  # a scheduler cancelling the job: as Ctrl-C
             _monitor(study, definition, procs, quiet, echo)
+            found = report()
+            if definition.get("export", "all") == "best":
+                _wait(procs, EXPORT_SECONDS)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
         raise _interrupted(e, definition["heartbeat"]) from None
     finally:
         _stop(procs)
+    return found
 
 
-def _import_keras_gently() -> None:
-    """Import Keras at the lowest priority (this thread only, on Linux): the workers' start-up and trials come first."""
-    import contextlib
-
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    with contextlib.suppress(ZooError):  # a missing backend is said when the export needs it
-        import_keras()
-
-
-def export_best(run_dir: str, data_dir, echo) -> None:
-    """Export and verify the sweep's best run (once: a run already exported and verified is left as it is)."""
-    from zoo import api
-    from zoo.core.errors import RunLockedError
-    from zoo.sweep.worker import finished_run
-
-    run = Path(run_dir)
-    spec = files.read_json(run / SPEC_FILE)
-    if finished_run(run, spec, "all") is not None:
-        echo(f"the best run {run} is exported and verified (model.onnx, card.md, verify.json)")
-        return
-    started = time.perf_counter()
-    try:
-        with runs.locked(run, create=False):  # its trial was trained without plots: draw them now
-            import_keras()
-            from zoo.stages.train.trainer import draw_plots
-
-            draw_plots(api.load_spec(run / SPEC_FILE), run, data_dir)
-        report = api.export(run, data_dir=data_dir)
-    except RunLockedError:  # another machine of the same sweep got there first
-        echo(f"the best run {run} is being exported by another process")
-        return
-    echo(f"exported the best run {run} (and drew its plots): model.onnx, card.md; verify.json "
-         f"{report['status']} ({time.perf_counter() - started:.1f}s)")
+def _wait(procs, seconds: float) -> None:
+    """Wait up to `seconds` for the workers to leave on their own (one exports the best run)."""
+    deadline = time.monotonic() + seconds
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            return
 
 
 def _terminate(signum, frame):
@@ -196,15 +199,15 @@ def _worker_env(n, storage_url, device, backend) -> dict:
     return env
 
 
-def _spawn(n, storage_url, study_name, out, data_dir, device, backend, heartbeat, folder) -> list:
-    """Start n worker processes; their output goes to <sweep>/logs/."""
+def _spawn(n, storage_url, study_name, out, data_dir, device, backend, heartbeat, folder, early=False) -> list:
+    """Start n worker processes (`early`: before the study exists); their output goes to <sweep>/logs/."""
     # imported here, not at the top: `python -m zoo.sweep.worker` must not find itself imported already
     from zoo.sweep.worker import command
 
     logs = folder / "logs"
     _mkdir(logs)
     env = _worker_env(n, storage_url, device, backend)
-    cmd = command(study_name, heartbeat=heartbeat, out=out, data_dir=data_dir, device=device)
+    cmd = command(study_name, heartbeat=heartbeat, out=out, data_dir=data_dir, device=device, early=early)
     procs = []
     for i in range(n):
         log_path = logs / f"worker-{socket.gethostname()}-{os.getpid()}-{i}.log"
@@ -227,6 +230,14 @@ def _stop(procs):
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+def _discard(procs) -> None:
+    """Stop workers that were started early and not used, and remove their logs."""
+    _stop(procs)
+    for p in procs:
+        with contextlib.suppress(OSError):
+            p.log_path.unlink()
 
 
 def _say_dead(procs, reported: set, echo) -> None:

@@ -200,13 +200,19 @@ def open_study(storage, name: str, the_plan: Plan, heartbeat: int, log=print, ex
     return (study, definition), True
 
 
-def join_study(storage, name: str, fingerprint: str | None = None, wait=READY_TIMEOUT):
-    """(study, definition) of an existing sweep; waits while its creator enqueues the grid."""
-    try:
-        study = optuna().load_study(study_name=name, storage=storage)
-    except KeyError:
-        raise UsageError(f"--study {name}: no such study in this storage; "
-                         f"start it with `zoo sweep SPEC --set ...`") from None
+def join_study(storage, name: str, fingerprint: str | None = None, wait=READY_TIMEOUT, appear=0):
+    """(study, definition) of an existing sweep; waits while its creator enqueues the grid, and
+    up to `appear` seconds for the study to exist (a worker started before it was made)."""
+    started = time.monotonic()
+    while True:
+        try:
+            study = optuna().load_study(study_name=name, storage=storage)
+            break
+        except KeyError:
+            if time.monotonic() - started >= appear:
+                raise UsageError(f"--study {name}: no such study in this storage; "
+                                 f"start it with `zoo sweep SPEC --set ...`") from None
+            time.sleep(0.2)
     study_id = storage.get_study_id_from_name(name)
     started = time.monotonic()
     while True:  # the creator writes ATTR at once, then enqueues the grid, then READY

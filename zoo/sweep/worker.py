@@ -24,37 +24,28 @@ import traceback
 from pathlib import Path
 
 from zoo import api
-from zoo.core import console, files, provenance, runs, signals
+from zoo.core import console, files, runs, signals
 from zoo.core.backend import import_keras
-from zoo.core.contract import METRICS_FILE, MODEL_KERAS, MODEL_ONNX, SPEC_FILE, VERIFY_FILE
+from zoo.core.contract import SPEC_FILE
 from zoo.core.errors import ZooError
 from zoo.stages.data import keep_loaded
+from zoo.stages.train.reuse import keep_traced
+from zoo.sweep.best import EXPORTED, export_run, finished_run
 from zoo.sweep.grid import SEED_KEY, combo_label
-from zoo.sweep.study import HEARTBEAT_SECONDS, Heartbeat, claim_next, connect, join_study, optuna, param, trials_in
+from zoo.sweep.study import (
+    HEARTBEAT_SECONDS,
+    READY_TIMEOUT,
+    Heartbeat,
+    claim_next,
+    connect,
+    join_study,
+    optuna,
+    param,
+    retrying,
+    trials_in,
+)
 
-TRAINED_FILES = (SPEC_FILE, METRICS_FILE, MODEL_KERAS)  # what a reused run must hold, as recorded ...
-REUSED_FILES = (*TRAINED_FILES, MODEL_ONNX, VERIFY_FILE)  # ... and with --export all
-
-
-def finished_run(run: Path, spec: dict, export="all") -> dict | None:
-    """metrics.json of a run trained from this very spec (with `export` "all": also exported
-    and verified); else None.
-
-    Every file it relies on must be the one its provenance record names, and made from what
-    the record says (check_chain): a run edited by hand, or left half-made, is trained again.
-    """
-    exported = export == "all"
-    try:
-        for name in REUSED_FILES if exported else TRAINED_FILES:
-            provenance.check_chain(run, name)
-        if files.read_json(run / SPEC_FILE) != spec:
-            return None
-        if exported and files.read_json(run / VERIFY_FILE).get("status") != "passed":
-            return None
-        return files.read_json(run / METRICS_FILE)
-    except (ZooError, OSError):
-        return None
-
+IDLE_SECONDS = 1  # how often an idle worker looks again while other workers' trials run
 
 def run_trial(spec: dict, out, *, export="all", data_dir=None, device=None, log=print) -> dict:
     """Build and train one trial's run (`export` "all": also export and verify it, as `zoo run`
@@ -78,7 +69,9 @@ def run_trial(spec: dict, out, *, export="all", data_dir=None, device=None, log=
         else:
             metrics = api.train(spec, out=out, data_dir=data_dir, device=device, log=log, quiet=True, plots=False)
     finally:
-        keras.backend.clear_session()  # a worker runs many trials: free each one's graphs
+        # Keras's names and global state as a fresh process has them; the collection
+        # clear_session would also run (~0.2 s a trial) is left to Python's own gc
+        keras.backend.clear_session(free_memory=False)
     return {"metrics": metrics, "run": str(run), "reused": False}
 
 
@@ -106,6 +99,26 @@ def _needs_training(storage, study_id, out, export) -> bool:
     waiting = trials_in(storage, study_id, TrialState.WAITING, TrialState.RUNNING)
     return any(finished_run(runs.run_dir(t.user_attrs["zoo:run"], out), t.user_attrs["zoo:spec"], export) is None
                for t in waiting if "zoo:run" in t.user_attrs)
+
+
+def _export_best(study, definition, storage, study_id, out, data_dir, log) -> None:
+    """Every trial finished: export and verify the best run (once; see zoo.sweep.best) and record it on the study."""
+    from zoo.sweep.report import results
+
+    best = results(study, definition)["best"]
+    if not best:
+        return  # every trial failed: the sweep's process says so
+    run = Path(best["best_run"]["run_dir"])
+    if finished_run(run, files.read_json(run / SPEC_FILE), "all") is not None:
+        return
+    try:
+        done = export_run(run, data_dir)
+    except ZooError as e:  # the sweep's process tries again and reports the error with its exit code
+        log(f"exporting the best run {run} failed: {type(e).__name__}: {str(e).splitlines()[0]}")
+        return
+    if done is not None:
+        retrying(storage.set_study_system_attr, study_id, EXPORTED, {**done, "run": str(run), "worker": worker_id()})
+        log(f"exported the best run {run}: verify.json {done['status']} ({done['seconds']:.1f}s)")
 
 
 def worker_id() -> str:
@@ -139,14 +152,21 @@ def _run_claimed(study, trial_id, definition, *, out, data_dir, device, log) -> 
 
 
 def work(url: str, study_name: str, *, out=None, data_dir=None, device="cpu", heartbeat=HEARTBEAT_SECONDS,
-         log=print) -> int:
-    """One worker: run the study's trials until none is waiting or running. Returns trials run."""
+         log=print, early=False) -> int:
+    """One worker: run the study's trials until none is waiting or running. Returns trials run.
+
+    `early`: started by `zoo sweep` while it still makes the study; load Keras first, then
+    wait for the study (up to READY_TIMEOUT seconds).
+    """
+    if early:
+        import_keras()  # TensorFlow's ~3 s start overlaps the sweep's process making the study
     op = optuna()
     storage = connect(url, heartbeat=heartbeat)
-    study, definition = join_study(storage, study_name)
+    study, definition = join_study(storage, study_name, appear=READY_TIMEOUT if early else 0)
     study_id = storage.get_study_id_from_name(study_name)
     keep_loaded()  # every trial of this worker on the same data reads it once
-    if _needs_training(storage, study_id, out, definition.get("export", "all")):
+    keep_traced()  # ... and trains one traced model per architecture (zoo.stages.train.reuse)
+    if not early and _needs_training(storage, study_id, out, definition.get("export", "all")):
         import_keras()  # now, so that the first trial's time is the trial's, not TensorFlow's start
     done = 0
     while True:
@@ -155,8 +175,10 @@ def work(url: str, study_name: str, *, out=None, data_dir=None, device="cpu", he
         trial_id = claim_next(storage, study_id)
         if trial_id is None:
             if not trials_in(storage, study_id, op.trial.TrialState.RUNNING):
+                if definition.get("export") == "best":
+                    _export_best(study, definition, storage, study_id, out, data_dir, log)
                 return done
-            time.sleep(heartbeat)  # wait: a running trial may turn stale and come back
+            time.sleep(min(heartbeat, IDLE_SECONDS))  # wait: a running trial may turn stale and come back
             continue
         with Heartbeat(storage, trial_id, heartbeat):
             _run_claimed(study, trial_id, definition, out=out, data_dir=data_dir, device=device, log=log)
@@ -165,10 +187,10 @@ def work(url: str, study_name: str, *, out=None, data_dir=None, device="cpu", he
 
 # ----- the worker process -----------------------------------------------------------------------
 
-def command(study_name: str, *, heartbeat: int, out, data_dir=None, device=None) -> list[str]:
+def command(study_name: str, *, heartbeat: int, out, data_dir=None, device=None, early=False) -> list[str]:
     """The command line that starts a worker of this study (its storage URL goes in $ZOO_SWEEP_STORAGE)."""
     cmd = [sys.executable, "-m", "zoo.sweep.worker", "--study", study_name, "--heartbeat", str(heartbeat),
-           "--out", str(runs.runs_root(out).resolve())]
+           "--out", str(runs.runs_root(out).resolve())] + (["--early"] if early else [])
     if data_dir:
         cmd += ["--data-dir", str(Path(data_dir).resolve())]
     return cmd + ["--device", device or "cpu"]
@@ -187,6 +209,8 @@ def _parse(argv):
     p.add_argument("--out", help="where the runs go [default: $ZOO_OUT, else exports]")
     p.add_argument("--data-dir", help="the datasets' folder [default: $ZOO_DATA_DIR]")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--early", action="store_true",
+                   help="the study is still being made (zoo sweep starts its workers so): load Keras, then wait for it")
     args = p.parse_args(argv)
     if not args.storage:
         p.error("give --storage URL or set $ZOO_SWEEP_STORAGE")
@@ -203,7 +227,7 @@ def main(argv=None) -> int:
     args = _parse(argv)
     # a bug keeps its traceback: the worker's log is where it is read
     return console.exit_code(work, args.storage, args.study, out=args.out, data_dir=args.data_dir, device=args.device,
-                             heartbeat=args.heartbeat, tracebacks=True)
+                             heartbeat=args.heartbeat, early=args.early, tracebacks=True)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,21 @@ def prune_checkpoints(run: Path, keep=()) -> None:
             provenance.invalidate(run, f"{CHECKPOINTS}/{old.name}")
 
 
+def mirror(model, spec: Spec, steps) -> tuple:
+    """(shadow, pairs): a clone of the model and its optimizer, and the (live, copy) pairs of their variables."""
+    import keras
+
+    opt = model.optimizer
+    shadow = keras.models.clone_model(model)
+    compile_model(shadow, spec, steps, optimizer=type(opt).from_config(opt.get_config()))
+    shadow.optimizer.build(shadow.trainable_variables)
+    live = [*model.variables, *opt.variables]
+    copy = [*shadow.variables, *shadow.optimizer.variables]
+    if len(live) != len(copy) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(live, copy)):
+        raise TrainingError("internal: the checkpoint snapshot does not mirror the model")  # never seen
+    return shadow, list(zip(live, copy))
+
+
 class EpochWriter:
     """Commits epochs on a background thread while the next epoch trains.
 
@@ -84,27 +99,19 @@ class EpochWriter:
     temporary file. A failure in the writer is raised in the training thread.
     """
 
-    def __init__(self, model, spec: Spec, steps, run: Path, made_from: dict):
-        import keras
-
-        opt = model.optimizer
-        self.shadow = keras.models.clone_model(model)
-        compile_model(self.shadow, spec, steps, optimizer=type(opt).from_config(opt.get_config()))
-        self.shadow.optimizer.build(self.shadow.trainable_variables)
-        live = [*model.variables, *opt.variables]
-        copy = [*self.shadow.variables, *self.shadow.optimizer.variables]
-        if len(live) != len(copy) or any(tuple(a.shape) != tuple(b.shape) for a, b in zip(live, copy)):
-            raise TrainingError("internal: the checkpoint snapshot does not mirror the model")  # never seen
-        self.pairs = list(zip(live, copy))
+    def __init__(self, mirrored: tuple, run: Path, made_from: dict):
+        self.shadow, self.pairs = mirrored
         self.run, self.made_from = run, made_from
         self.thread, self.error = None, None
         self._skipsets = None
 
     @staticmethod
-    def make(model, spec: Spec, steps, run: Path, made_from: dict):
-        """An EpochWriter, or None where the model cannot be mirrored (then commit synchronously)."""
+    def make(model, spec: Spec, steps, run: Path, made_from: dict, kept=None):
+        """An EpochWriter, or None where the model cannot be mirrored (then commit synchronously).
+        `kept(model, make)` may give a mirror kept from an earlier training (zoo.stages.train.reuse)."""
         try:
-            return EpochWriter(model, spec, steps, run, made_from)
+            make = lambda: mirror(model, spec, steps)  # noqa: E731
+            return EpochWriter(kept(model, make) if kept else make(), run, made_from)
         except Exception:
             return None
 

@@ -58,9 +58,7 @@ class CompiledEpochs:
 
         self.model, self.spec = model, spec
         self.classifier = spec.is_classifier
-        self.x, self.y = tf.constant(x_train), tf.constant(y_train)
-        # the validation set, resident too: each epoch's call ends with its evaluation
-        self.val = None if validation is None else (tf.constant(validation[0]), tf.constant(validation[1]))
+        self.use(x_train, y_train, validation)
         self.optimizer = model.optimizer
         self.optimizer.build(model.trainable_variables)
         opt = self.optimizer
@@ -72,6 +70,15 @@ class CompiledEpochs:
         # ops every step and a longer trace. The CPU kernel is deterministic; use it there.
         self.fused_xent = not tf.config.list_logical_devices("GPU")
         self._epoch = tf.function(self._train_epoch, jit_compile=False, autograph=False)
+
+    def use(self, x_train, y_train, validation=None) -> None:
+        """Train on these arrays from now on (resident as tensors; the traced epoch takes them as
+        arguments, so arrays of the same shapes reuse its trace: zoo.stages.train.reuse)."""
+        import tensorflow as tf
+
+        self.x, self.y = tf.constant(x_train), tf.constant(y_train)
+        # the validation set, resident too: each epoch's call ends with its evaluation
+        self.val = None if validation is None else (tf.constant(validation[0]), tf.constant(validation[1]))
 
     def _loss_and_metric(self, y, out):
         """(mean loss, summed accuracy or absolute error): plain TF ops, the math Keras's
@@ -107,7 +114,7 @@ class CompiledEpochs:
         else:
             opt.apply(grads, variables)
 
-    def _train_epoch(self, order, batch_size):
+    def _train_epoch(self, order, batch_size, x, y, val):
         """The epoch's graph, written with tf.while_loop and tf.cond: the function is traced
         with autograph off, whose source-to-source conversion cost more than the trace itself
         (~0.2 s of the first epoch, benchmarks/RESULTS.md)."""
@@ -121,7 +128,7 @@ class CompiledEpochs:
 
         def train_step(step, loss_sum, metric_sum, bad_step, bad_loss):
             idx = order[step * batch_size:tf.minimum((step + 1) * batch_size, n)]
-            loss, metric, grads = self._step(tf.gather(self.x, idx), tf.gather(self.y, idx))
+            loss, metric, grads = self._step(tf.gather(x, idx), tf.gather(y, idx))
 
             def update():
                 self._apply(grads)
@@ -136,8 +143,8 @@ class CompiledEpochs:
         _, loss_sum, metric_sum, bad_step, bad_loss = tf.while_loop(
             more, train_step, (tf.constant(0), zero, zero, tf.constant(0), zero))
         val_loss, val_metric = zero, zero
-        if self.val is not None:  # (a Python branch: decided once, at tracing)
-            xv, yv = self.val
+        if val is not None:  # (a Python branch: decided once, at tracing)
+            xv, yv = val
             nv = tf.shape(xv)[0]
 
             def evaluate(start, loss_sum, metric_sum):
@@ -159,7 +166,7 @@ class CompiledEpochs:
         import tensorflow as tf
 
         loss_sum, metric_sum, bad_step, bad_loss, val_loss, val_metric = self._epoch(
-            tf.constant(order, tf.int32), tf.constant(batch_size, tf.int32))
+            tf.constant(order, tf.int32), tf.constant(batch_size, tf.int32), self.x, self.y, self.val)
         if int(bad_step):
             return {"nan": (int(bad_step), float(bad_loss))}
         n, name = len(order), "accuracy" if self.classifier else "mae"

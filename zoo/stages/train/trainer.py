@@ -41,6 +41,7 @@ from zoo.core.errors import DataError, TrainingError
 from zoo.spec import Spec, dumps
 from zoo.stages import plots
 from zoo.stages.data import load_dataset
+from zoo.stages.train import reuse
 from zoo.stages.train.checkpoint import (
     EpochWriter,
     checkpoint_path,
@@ -92,7 +93,10 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
     if not first_epoch:
         model = fresh_model(spec, run, x_train, steps, made_from, log)
     cv = run_folds(spec, run, dataset, bool(first_epoch), compiled, log, quiet) if spec.train.folds else None
-    runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
+    if first_epoch:
+        runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
+    else:  # a fresh model: a kept one of its architecture may train instead (reuse.keep_traced)
+        model, runner = reuse.runner_for(model, spec, x_train, y_train, validation, steps, compiled)
     session = Session(spec, run, model, runner, made_from, history, x_train, steps)
     if not quiet:
         log(announcement(spec, len(x_train), first_epoch, device_name))
@@ -218,7 +222,8 @@ def train_epochs(s: Session, changes: dict, show) -> tuple:
     t, es = s.spec.train, s.spec.train.early_stopping
     first_epoch = len(s.history)
     # on TensorFlow, a checkpoint and history.json are written while the next epoch trains
-    writer = EpochWriter.make(s.model, s.spec, s.steps, s.run, s.made_from) if isinstance(s.runner, CompiledEpochs) else None
+    writer = (EpochWriter.make(s.model, s.spec, s.steps, s.run, s.made_from, kept=reuse.mirror_for)
+              if isinstance(s.runner, CompiledEpochs) else None)
     nan, epochs_run = None, 0
     try:
         for epoch in range(first_epoch, t.epochs):
