@@ -44,6 +44,7 @@ CARD_FILE = "card.md"
 VERIFY_FILE = "verify.json"
 TEST_DATA_SET = "test_data_set_0"  # beside model.onnx: input_0.pb, output_0.pb, ... (ONNX Model Zoo convention)
 MANIFEST = "provenance.json"  # zoo.core.provenance's record of every artefact
+REPLACED_DIR = ".replaced"  # a fresh training's earlier artefacts, until it commits (zoo.core.aside)
 WEB_DIR, TRITON_DIR = "web", "triton"
 
 # export variants (zoo.stages.variants): files beside model.onnx, each with its own test data.
