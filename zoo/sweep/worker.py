@@ -30,7 +30,17 @@ from zoo.core.contract import METRICS_FILE, MODEL_KERAS, MODEL_ONNX, SPEC_FILE, 
 from zoo.core.errors import ZooError
 from zoo.stages.data import keep_loaded
 from zoo.sweep.grid import SEED_KEY, combo_label
-from zoo.sweep.study import HEARTBEAT_SECONDS, Heartbeat, claim_next, connect, join_study, optuna, param, trials_in
+from zoo.sweep.study import (
+    HEARTBEAT_SECONDS,
+    Heartbeat,
+    claim_next,
+    connect,
+    join_study,
+    optuna,
+    param,
+    storage_errors,
+    trials_in,
+)
 
 TRAINED_FILES = (SPEC_FILE, METRICS_FILE, MODEL_KERAS)  # what a reused run must hold, as recorded ...
 REUSED_FILES = (*TRAINED_FILES, MODEL_ONNX, VERIFY_FILE)  # ... and with --export all
@@ -201,9 +211,15 @@ def main(argv=None) -> int:
 
         warnings.simplefilter("ignore")  # as the zoo command does: the log holds zoo's lines
     args = _parse(argv)
-    # a bug keeps its traceback: the worker's log is where it is read
-    return console.exit_code(work, args.storage, args.study, out=args.out, data_dir=args.data_dir, device=args.device,
-                             heartbeat=args.heartbeat, tracebacks=True)
+    # a bug keeps its traceback: the worker's log is where it is read; a failing storage (a corrupt
+    # study.db, a database gone) is one line and exit 2, as for `zoo sweep`
+    return console.exit_code(_work_on_storage, args.storage, args.study, out=args.out, data_dir=args.data_dir,
+                             device=args.device, heartbeat=args.heartbeat, tracebacks=True)
+
+
+def _work_on_storage(url: str, study_name: str, **kw) -> int:
+    with storage_errors(url):
+        return work(url, study_name, **kw)
 
 
 if __name__ == "__main__":
