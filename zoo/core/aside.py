@@ -189,12 +189,20 @@ def settled(run: Path, made=()):
 
 def _put_back(run: Path, made, e: BaseException) -> None:
     """Restore after the failure `e`, and add what happened to its message."""
+    note = None
     try:
-        with signals.held():
+        with signals.held():  # not cut in half by a second Ctrl-C: it is handled once all is back
             note = f"{Path(run).name}'s earlier {said(restore(run, made)) or 'artefacts'} were put back as they were"
     except (ZooError, OSError) as failed:
         note = (f"its earlier artefacts could not be put back ({failed}); they are in {folder(run)}, and the next "
                 f"command on the run puts them back")
+    except KeyboardInterrupt as second:  # that second signal: it ends the process in e's place
+        _annotate(second, note or f"the earlier artefacts are in {folder(run)}; the next command puts them back")
+        raise
+    _annotate(e, note)
+
+
+def _annotate(e: BaseException, note: str) -> None:
     if isinstance(e, ZooError) and len(e.args) == 1 and isinstance(e.args[0], str):
         e.args = (f"{e.args[0]}; {note}",)
     with contextlib.suppress(AttributeError, TypeError):
