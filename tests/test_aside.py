@@ -88,18 +88,39 @@ def test_a_failed_fresh_start_puts_everything_back_byte_for_byte(tmp_path, failu
         provenance.check_chain(run, "web/ort/page.js")  # the records match the files again
 
 
-def test_an_untrained_model_alone_is_replaced_without_setting_anything_aside(tmp_path):
+@pytest.mark.parametrize("left", ["build", "a first training's first moment"])
+def test_a_run_with_nothing_of_value_yet_is_cleared_without_setting_anything_aside(tmp_path, left):
     run = tmp_path / "demo"
     with runs.locked(run):
         provenance.save_text(run, contract.SPEC_FILE, "{}\n", "build")
-        provenance.save_text(run, contract.MODEL_KERAS, "untrained", "build", inputs=[contract.SPEC_FILE])
+        if left == "build":
+            provenance.save_text(run, contract.MODEL_KERAS, "untrained", "build", inputs=[contract.SPEC_FILE])
+        else:  # killed before its first epoch committed
+            provenance.save_text(run, contract.HISTORY_FILE, "[]\n", "train")
+            (run / contract.CHECKPOINTS).mkdir()
     with pytest.raises(KeyboardInterrupt):
         with runs.locked(run):
-            assert runs.start_over(run) == [contract.MODEL_KERAS]
+            assert runs.start_over(run)
             assert not (run / ASIDE).exists()
             provenance.save_text(run, contract.checkpoint_name(1), "c1", "train")
             raise KeyboardInterrupt
     assert (run / contract.checkpoint_name(1)).exists()  # a first training's checkpoints stay, for --resume
+
+
+def test_a_run_with_one_committed_epoch_is_kept(tmp_path):
+    run = tmp_path / "demo"
+    with runs.locked(run):
+        provenance.save_text(run, contract.SPEC_FILE, "{}\n", "build")
+        provenance.save_text(run, contract.HISTORY_FILE, '[{"epoch": 1}]\n', "train")
+        provenance.save_text(run, contract.checkpoint_name(1), "c1", "train")
+    before = snapshot(run)
+    with pytest.raises(KeyboardInterrupt):
+        with runs.locked(run):
+            runs.start_over(run)
+            assert (run / ASIDE).is_dir()
+            provenance.save_text(run, contract.checkpoint_name(1), "another c1", "train")
+            raise KeyboardInterrupt
+    assert snapshot(run) == before
 
 
 def _state(run: Path, stage: str) -> None:

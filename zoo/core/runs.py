@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -192,8 +193,9 @@ def start_over(run: Path) -> list[str]:
     Every artefact of an earlier training, and all made from it, is set aside in the run's
     .replaced/ (zoo.core.aside), and the records but spec.json's are dropped. They are
     deleted when the command's locked block ends well and put back when it fails, however it
-    fails. An untrained model.keras from `zoo build`, alone, is simply removed: nothing of
-    value is lost, and an interrupted first training keeps its checkpoints for --resume.
+    fails. A run with nothing of value yet (the untrained model.keras of `zoo build`, a
+    history.json with no epoch, an empty checkpoints/) is simply cleared: so an interrupted
+    first training keeps its own checkpoints for --resume.
 
     Returns the names set aside (or removed), in TRAINED's order, then any other artefact.
     Every name is checked before anything moves: an artefact or folder that is a symbolic
@@ -201,12 +203,30 @@ def start_over(run: Path) -> list[str]:
     left as it was.
     """
     refuse_linked_artefacts(run)
-    present = [name for name in TRAINED if os.path.lexists(Path(run) / name)]
+    run = Path(run)
+    present = [name for name in TRAINED if os.path.lexists(run / name)]
     entries = provenance.manifest(run)
-    others = list({n.split("/")[0]: None for n in entries if n != SPEC_FILE and n.split("/")[0] not in TRAINED})
-    if present == [contract.MODEL_KERAS] and not others and entries.get(contract.MODEL_KERAS, {}).get("stage") == "build":
-        remove(Path(run) / contract.MODEL_KERAS, run)
+    others = [n for n in entries if n != SPEC_FILE and n.split("/")[0] not in TRAINED]  # web/..., triton/...
+    if _nothing_to_keep(run, present, entries) and not others:
+        for name in present:
+            remove(run / name, run)
         provenance.forget(run)
         return present
-    aside.set_aside(run, [*present, *(n for n in entries if n != SPEC_FILE and n.split("/")[0] not in TRAINED)])
-    return present + others
+    aside.set_aside(run, [*present, *others])
+    return present + list({n.split("/")[0]: None for n in others})
+
+
+def _nothing_to_keep(run: Path, present: list[str], entries: dict) -> bool:
+    """Whether the run's training artefacts are only what a build or a training's first moment
+    leaves: the untrained model.keras, an empty history.json, an empty checkpoints/."""
+    def empty(name):
+        if name == contract.MODEL_KERAS:
+            return entries.get(name, {}).get("stage") == "build"
+        if name == contract.CHECKPOINTS:
+            return (run / name).is_dir() and not any(os.scandir(run / name))
+        if name == contract.HISTORY_FILE:
+            with contextlib.suppress(OSError, ValueError):
+                return json.loads((run / name).read_text()) == []
+        return False
+
+    return all(empty(name) for name in present)
