@@ -127,3 +127,21 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     verdict = "OVER the limit" if own + child > MEMORY_LIMIT else "within the limit"
     terminalreporter.write_line(f"memory: pytest peaked at {own / 1024**3:.2f} GiB, its largest child at "
                                 f"{child / 1024**3:.2f} GiB: {verdict} of {MEMORY_LIMIT / 1024**3:.0f} GiB")
+
+
+# ----- a complete run for the hostile-review tests to copy (tests/zoo_process.py) ------------
+
+@pytest.fixture(scope="module")
+def reference(request, tmp_path_factory):
+    """digits-softmax, exported and verified, trained for the module's REFERENCE_EPOCHS (default 2)."""
+    from zoo_process import reference_run
+
+    return reference_run(tmp_path_factory.mktemp(request.module.__name__), getattr(request.module, "REFERENCE_EPOCHS", 2))
+
+
+@pytest.fixture
+def run(reference, tmp_path):
+    """A fresh copy of `reference` for one test to attack."""
+    from zoo_process import copy_run
+
+    return copy_run(reference, tmp_path)

@@ -94,3 +94,41 @@ def test_a_missing_or_corrupt_file_is_one_clear_error(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\x00not a model")
     with pytest.raises(UsageError, match="not a loadable ONNX model"):
         Contract.from_onnx(tmp_path / "junk.onnx")
+
+
+# ----- class names that would break a line: refused by every reader of a model file ---------------
+
+LINE_BREAKERS = ["shirt\nshoe", "a\tb", "a\rb", "a\u2028b", "a\u2029b", "nul\x00", "next\x85line"]
+
+
+@pytest.mark.parametrize("bad", LINE_BREAKERS)
+def test_a_foreign_models_class_name_with_a_control_character_is_refused(tmp_path, bad):
+    """A model from elsewhere (no zoo spec checked its names): the card, the page, predict, Triton's
+    labels and the server all read it through Contract.from_onnx / from_session."""
+    meta = {contract.META_CLASS_NAMES: json.dumps(["fine", bad, "also fine"])}
+    path = _model(tmp_path / "foreign.onnx", meta=meta)
+    with pytest.raises(UsageError) as e:
+        Contract.from_onnx(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: metadata zoo.class_names holds the class name {bad!r}")
+    assert len(message.splitlines()) == 1 and "control character" in message
+    with pytest.raises(UsageError, match="control character"):  # the same rule for a table's names
+        contract.read_class_names({contract.META_CLASS_NAMES: [bad]}, path)
+
+
+def test_names_in_any_script_with_spaces_and_punctuation_are_fine(tmp_path):
+    names = ["T-shirt/top", "café au lait", "数字", "a b", "“quoted”", "emoji 🐧"]
+    meta = {contract.META_CLASS_NAMES: json.dumps(names)}
+    assert Contract.from_onnx(_model(tmp_path / "m.onnx", meta=meta, width=6)).labels() == names
+
+
+@pytest.mark.parametrize("bad", ["shirt\nshoe", "a\tb", "a\rb", "a\u2028b"])
+def test_predict_refuses_such_a_file_in_one_line(tmp_path, bad):
+    from zoo_process import one_error, zoo
+
+    path = _model(tmp_path / "foreign.onnx", meta={contract.META_CLASS_NAMES: json.dumps(["x", bad, "z"])})
+    np.save(tmp_path / "x.npy", np.ones((2, 4), np.float32))
+    for extra in ([], ["--json"]):  # before any output: the table and JSON alike
+        done = zoo("predict", path, tmp_path / "x.npy", *extra, cwd=tmp_path)
+        one_error(done, 2, str(path), repr(bad), "control character")
+        assert done.stdout == ""

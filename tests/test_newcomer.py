@@ -12,7 +12,7 @@ from zoo.stages.data import FASHION_FILES
 pytestmark = pytest.mark.slow
 
 
-def test_zoo_run_says_what_it_made_in_order_and_what_to_do_next_and_retraining_says_what_it_removed(zoo, tmp_path):
+def test_zoo_run_says_what_it_made_in_order_and_what_to_do_next_and_retraining_says_what_it_replaces(zoo, tmp_path):
     done = zoo("run", SPECS / "linear-synthetic.json", "--epochs", "1")
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -27,11 +27,13 @@ def test_zoo_run_says_what_it_made_in_order_and_what_to_do_next_and_retraining_s
     run = tmp_path / "exports" / "linear-synthetic"
     again = zoo("train", run, "--epochs", "1")
     assert again.returncode == 0, again.stderr
-    said = [line for line in again.stdout.splitlines() if "removed" in line]
+    said = [line for line in again.stdout.splitlines() if "set aside" in line]
     assert len(said) == 1, again.stdout
     for name in ("model.onnx", "card.md", "verify.json", "test_data_set_0/"):
         assert name in said[0]
-    assert "made from the earlier model" in said[0] and not (run / "model.onnx").exists()
+    assert "the earlier model's" in said[0] and "put back if it fails" in said[0]
+    # the training completed: what was set aside is gone for good
+    assert not (run / "model.onnx").exists() and not (run / ".replaced").exists()
 
 
 def test_a_run_remembers_its_data_folder_for_export_and_verify(zoo, tmp_path):

@@ -17,48 +17,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SPECS, spec_dict, write_spec
+from conftest import spec_dict, write_spec
+from zoo_process import child_env, one_error, snapshot, zoo
 
 from zoo.core.errors import UsageError
 
-
-def _env():
-    return {**{k: v for k, v in os.environ.items() if k != "ZOO_DEBUG"}, "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def zoo(*args, cwd, timeout=240, **kw):
-    kw.setdefault("capture_output", True)
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], text=True, cwd=cwd, env=_env(),
-                          timeout=timeout, stdin=subprocess.DEVNULL, **kw)
-
-
-def one_error(done, code, *words):
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr[-2000:]
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """digits-softmax, 3 epochs, exported and verified."""
-    folder = tmp_path_factory.mktemp("outlive")
-    done = zoo("run", SPECS / "digits-softmax.json", "--epochs", "3", "--out", folder / "exports", cwd=folder)
-    assert done.returncode == 0, done.stderr
-    return folder / "exports" / "digits-softmax"
-
-
-@pytest.fixture
-def run(reference, tmp_path):
-    copy = tmp_path / "exports" / "digits-softmax"
-    shutil.copytree(reference, copy, symlinks=True, ignore=shutil.ignore_patterns(".lock"))
-    return copy
-
-
-def snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.is_symlink() and p.name != ".lock"}
+REFERENCE_EPOCHS = 3  # the conftest `reference` run: digits-softmax, exported and verified
 
 
 # ----- 5. nothing outside the run: a linked folder on the way to an artefact ----------------------
@@ -122,7 +86,7 @@ def test_a_closed_stdout_is_exit_9_and_costs_nothing(run, tmp_path, command):
     args = [sys.executable, "-m", "zoo", *[a.format(run=run, spec=spec, out=run.parent) for a in command]]
     # `>&-`: the child starts with file descriptor 1 closed
     done = subprocess.run(["sh", "-c", '"$@" >&-', "sh", *args], capture_output=False, stderr=subprocess.PIPE,
-                          text=True, cwd=tmp_path, env=_env(), timeout=120, stdin=subprocess.DEVNULL)
+                          text=True, cwd=tmp_path, env=child_env(), timeout=120, stdin=subprocess.DEVNULL)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 9, done.stderr
     assert len(lines) == 1 and "stdout (file descriptor 1) is closed" in lines[0], done.stderr
@@ -132,7 +96,7 @@ def test_a_closed_stdout_is_exit_9_and_costs_nothing(run, tmp_path, command):
 # ----- 6. signals at the end of a command: the interpreter's teardown ------------------------------
 
 def _signal_after_line(args, cwd, marker: str, sig, delay=0.0):
-    proc = subprocess.Popen([sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=_env(), text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=child_env(), text=True,
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     for line in proc.stdout:
         if marker in line:

@@ -98,3 +98,70 @@ def test_a_study_db_corrupt_anywhere_is_exit_2(tmp_path, first, last):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and "internal error" not in lines[0] and "study.db" in lines[0], done.stderr
+
+
+# ----- the same storage failures under `zoo sweep --status` and `python -m zoo.sweep.worker` ---------
+
+STUDY = "digits-softmax-sweep"
+
+
+def _other(tmp_path, command, url, study=STUDY, timeout=150):
+    """`zoo sweep --status` (every sweep in the storage, or one) or a worker process, on `url`."""
+    env = {**{k: v for k, v in os.environ.items() if k not in ("ZOO_DEBUG", "ZOO_SWEEP_STORAGE")},
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    args = {"status": ["-m", "zoo", "sweep", "--status", "--storage", url],
+            "status --study": ["-m", "zoo", "sweep", "--status", "--storage", url, "--study", study],
+            "status --out": ["-m", "zoo", "sweep", "--status", "--out", tmp_path / "exports"],
+            "worker": ["-m", "zoo.sweep.worker", "--study", study, "--storage", url, "--out", tmp_path / "exports"],
+            }[command]
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def _one_storage_error(done, *words):
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(lines) == 1 and lines[0].startswith("Error: --storage ") and "Traceback" not in done.stderr, done.stderr
+    assert "internal error" not in lines[0]
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["status", "status --study", "worker"])
+@pytest.mark.parametrize("scheme", ["mysql", "postgresql"])
+def test_status_and_workers_on_a_storage_that_never_answers_are_exit_2(tmp_path, scheme, command):
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        started = time.monotonic()
+        done = _other(tmp_path, command, f"{scheme}://zoo:s3cret@127.0.0.1:{silent.getsockname()[1]}/zoo")
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    _one_storage_error(done, "127.0.0.1", "***")
+    assert "s3cret" not in done.stderr and took < 100, took
+
+
+@pytest.mark.parametrize("command", ["status", "status --study", "status --out", "worker"])
+@pytest.mark.parametrize("first,last", [(100, 4096), (4096, 8192), (8192, 12288), (20480, 24576)])
+def test_status_and_workers_on_a_study_db_corrupt_anywhere_are_exit_2(tmp_path, first, last, command):
+    """The sweep's own study (enqueued trials and all), its study.db scrambled over [first, last)."""
+    import random
+
+    from zoo.sweep.study import connect, open_study, sweep_dir
+
+    the_plan = plan(SPECS / "digits-softmax.json", ["train.learning_rate=0.1,0.2"], fixed={"train.epochs": 1})
+    folder = sweep_dir(tmp_path / "exports", STUDY)
+    folder.mkdir(parents=True)
+    url = f"sqlite:///{folder / 'study.db'}"
+    open_study(connect(url), STUDY, the_plan, 10, log=lambda m: None)
+    data, rnd = bytearray((folder / "study.db").read_bytes()), random.Random(first)
+    for i in range(first, min(last, len(data))):
+        data[i] = rnd.randrange(256)
+    (folder / "study.db").write_bytes(bytes(data))
+    _one_storage_error(_other(tmp_path, command, url), "study.db")

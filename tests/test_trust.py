@@ -19,46 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SPECS, spec_dict, write_spec
+from zoo_process import child_env, one_error, zoo
 
-ENV = {"TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def _env(extra):
-    base = {k: v for k, v in os.environ.items() if k != "ZOO_DEBUG"}
-    return {**base, **ENV, **(extra or {})}
-
-
-def zoo(*args, cwd, env=None, timeout=240, **kw):
-    full = _env(env)
-    return subprocess.run([sys.executable, "-m", "zoo", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=full, timeout=timeout, stdin=subprocess.DEVNULL, **kw)
-
-
-def one_error(done, code, *words):
-    """Exactly one 'Error: ' line on stderr, holding every word, and the exit code."""
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == code, (done.returncode, done.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-    return lines[0]
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """digits-softmax, 2 epochs, exported and verified: a complete run to copy."""
-    folder = tmp_path_factory.mktemp("trust")
-    done = zoo("run", SPECS / "digits-softmax.json", "--epochs", "2", "--out", folder / "exports", cwd=folder)
-    assert done.returncode == 0, done.stderr
-    return folder / "exports" / "digits-softmax"
-
-
-@pytest.fixture
-def run(reference, tmp_path):
-    copy = tmp_path / "exports" / "digits-softmax"
-    shutil.copytree(reference, copy, symlinks=True, ignore=shutil.ignore_patterns(".lock"))
-    return copy
+REFERENCE_EPOCHS = 2  # the conftest `reference` run: digits-softmax, exported and verified
 
 
 def manifest(run):
@@ -490,7 +453,7 @@ def test_a_backend_that_is_not_installed_names_the_install_command(tmp_path, bac
 
 
 def _start(args, cwd, env=None):
-    full = _env(env)
+    full = child_env(env)
     return subprocess.Popen([sys.executable, "-m", "zoo", *map(str, args)], cwd=cwd, env=full,
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 

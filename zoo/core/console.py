@@ -17,9 +17,9 @@ from zoo.core.errors import ENVIRONMENT_ERRNOS, EnvironmentProblem, Interrupted,
 real_stderr_fd: int | None = None
 
 
-def say(message: str) -> None:
+def say(message: str, prefix="Error: ") -> None:
     """One line on stderr, even while stdout is broken or fd 2 is silenced; never raises."""
-    line = f"Error: {message}\n"
+    line = f"{prefix}{message}\n"
     if real_stderr_fd is not None:
         sys.stderr.flush()
         try:
@@ -37,21 +37,35 @@ def say(message: str) -> None:
             pass
 
 
+def _kept(e: BaseException) -> str:
+    """"; <what became of the run>" where zoo.core.aside put a fresh training's earlier artefacts back."""
+    return f"; {e.kept}" if getattr(e, "kept", None) else ""
+
+
+def note(message: str) -> None:
+    """One line on stderr that is not an error: what zoo did on its own before the command's work."""
+    say(message, prefix="zoo: ")
+
+
 def interrupted_exit(e: KeyboardInterrupt) -> int:
+    """Say why the process ends and return 130 (Ctrl-C) or 143 (SIGTERM). `e.kept`, when set, says what
+    became of the run (a fresh training's earlier artefacts put back: zoo.core.aside)."""
+    kept = getattr(e, "kept", None) or "completed checkpoints are kept (zoo train --resume continues)"
     if isinstance(e, Interrupted):
-        say("terminated (SIGTERM); completed checkpoints are kept (zoo train --resume continues)")
+        say(f"terminated (SIGTERM); {kept}")
         return Interrupted.exit_code
-    say("interrupted; completed checkpoints are kept (zoo train --resume continues)")
+    say(f"interrupted; {kept}")
     return 130
 
 
 def stdout_error_exit(e: OSError) -> int:
     """A write to stdout failed: the reader went away (141) or the device is full (9)."""
+    kept = _kept(e)
     if e.errno == errno.EPIPE or isinstance(e, BrokenPipeError):
-        say("stdout was closed before zoo finished writing (the reader of the pipe exited); output was cut")
+        say(f"stdout was closed before zoo finished writing (the reader of the pipe exited); output was cut{kept}")
         code = 141
     else:
-        say(f"cannot write to stdout ({e.strerror or e}); free space or redirect it elsewhere")
+        say(f"cannot write to stdout ({e.strerror or e}); free space or redirect it elsewhere{kept}")
         code = 9
     detach_stdout()
     return code
@@ -89,20 +103,21 @@ def exit_code(fn, *args, tracebacks=False, **kwargs) -> int:
         return e.exit_code
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (errors.Interrupted)
         return interrupted_exit(e)
-    except MemoryError:  # the machine's limit, not a bug
-        say("out of memory; lower --batch-size or use data.limit")
+    except MemoryError as e:  # the machine's limit, not a bug
+        say("out of memory; lower --batch-size or use data.limit" + _kept(e))
         return EnvironmentProblem.exit_code
     except OSError as e:
         if e.filename is None:  # not a file of zoo's (those are wrapped where they are written): stdout
             return stdout_error_exit(e)
-        say(io_error(e.filename, e, "read or write"))
+        say(f"{io_error(e.filename, e, 'read or write')}{_kept(e)}")
         return 9 if e.errno in ENVIRONMENT_ERRNOS else 2
     except Exception as e:  # a bug in zoo: say so in one line, traceback on request
         if tracebacks or os.environ.get("ZOO_DEBUG"):
             raise
         first = (str(e).splitlines() or [""])[0][:300]
+        kept = _kept(e)
         say(f"internal error {type(e).__name__}: {first} (a bug in zoo: rerun with ZOO_DEBUG=1 for the traceback "
-            f"and report it)")
+            f"and report it){kept}")
         return 1
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ CARD_FILE = "card.md"
 VERIFY_FILE = "verify.json"
 TEST_DATA_SET = "test_data_set_0"  # beside model.onnx: input_0.pb, output_0.pb, ... (ONNX Model Zoo convention)
 MANIFEST = "provenance.json"  # zoo.core.provenance's record of every artefact
+REPLACED_DIR = ".replaced"  # a fresh training's earlier artefacts, until it commits (zoo.core.aside)
 WEB_DIR, TRITON_DIR = "web", "triton"
 
 # export variants (zoo.stages.variants): files beside model.onnx, each with its own test data.
@@ -201,9 +203,7 @@ class Contract:
         shapes = tuple(_dims(o.name, o.shape, source) for o in sess.get_outputs())
         widths = tuple(math.prod(d) for d in shapes)
         meta = read_metadata(sess.get_modelmeta().custom_metadata_map, source)
-        names = meta.get(META_CLASS_NAMES) or []
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise UsageError(f"{source}: metadata {META_CLASS_NAMES} is not a list of strings; re-export the run")
+        names = read_class_names(meta, source)
         spec = meta.get(META_SPEC) if isinstance(meta.get(META_SPEC), dict) else {}
         return cls(name=str(spec.get("name") or Path(str(source)).parent.name or "model"),
                    input_shape=_dims(inp.name, inp.shape, source), input_dtype=by_type[inp.type], outputs=outputs,
@@ -227,7 +227,7 @@ class Contract:
         spec = meta.get(META_SPEC) if isinstance(meta.get(META_SPEC), dict) else {}
         return cls(name=str(spec.get("name") or Path(str(source)).parent.name or "model"), input_shape=(len(inputs),),
                    input_dtype="float32", outputs=outputs, output_widths=tuple(math.prod(d) for d in shapes),
-                   class_names=tuple(meta.get(META_CLASS_NAMES) or ()), metadata=meta, output_shapes=shapes,
+                   class_names=read_class_names(meta, source), metadata=meta, output_shapes=shapes,
                    columns=tuple(columns))
 
 
@@ -254,6 +254,31 @@ def _dims(name, shape, source) -> tuple[int, ...]:
             raise UsageError(f"{source}: {name!r} has a symbolic or unknown size on axis {i} ({d}); "
                              f"only the batch axis may vary")
     return tuple(shape[1:])
+
+
+# A class name is one line wherever it goes (labels.txt, the card, the page, predict's output): a
+# control character (newline, tab, \r: Unicode Cc) or a line or paragraph separator (U+2028, U+2029)
+# would shift every later name onto another class. The spec refuses them; so does every reader of
+# a model file, which may come from elsewhere.
+NOT_IN_NAMES = ("Cc", "Zl", "Zp")
+
+
+def breaks_a_line(name: str) -> bool:
+    """Whether `name` holds a character that NOT_IN_NAMES forbids."""
+    return any(unicodedata.category(c) in NOT_IN_NAMES for c in name)
+
+
+def read_class_names(meta: dict, source="<model>") -> tuple[str, ...]:
+    """The class names of a model's metadata (read_metadata's), checked: a list of one-line strings."""
+    names = meta.get(META_CLASS_NAMES) or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise UsageError(f"{source}: metadata {META_CLASS_NAMES} is not a list of strings; re-export the run")
+    bad = next((n for n in names if breaks_a_line(n)), None)
+    if bad is not None:
+        raise UsageError(f"{source}: metadata {META_CLASS_NAMES} holds the class name {bad!r}, with a control "
+                         f"character (newline, tab, \\r or a line separator); labels, the card, the page and "
+                         f"predict show one name a line: rename the class and export the model again")
+    return tuple(names)
 
 
 def read_metadata(props: dict[str, str], source="<model>") -> dict:

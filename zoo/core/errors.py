@@ -88,7 +88,8 @@ class SweepError(ZooError):
 
 
 class Interrupted(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C (SIGINT): finally-blocks run, checkpoints are kept."""
+    """SIGTERM, handled like Ctrl-C (SIGINT): finally-blocks run, checkpoints are kept (or, for a fresh
+    training, the earlier run is put back: zoo.core.aside)."""
 
     exit_code = 143
 
@@ -107,9 +108,9 @@ EXIT_CODES = {
        "(EnvironmentProblem)",
     10: "zoo serve: the server could not start, or a part of it (Triton, nginx) stopped (ServerError)",
     11: "zoo sweep: every worker stopped with trials unfinished (SweepError)",
-    130: "interrupted (Ctrl-C); the last completed checkpoint is kept",
+    130: "interrupted (Ctrl-C); the last completed checkpoint is kept (a fresh training puts the earlier run back)",
     141: "stdout was closed before zoo finished writing (a pipe's reader exited)",
-    143: "terminated (SIGTERM); the last completed checkpoint is kept",
+    143: "terminated (SIGTERM); the last completed checkpoint is kept (a fresh training puts the earlier run back)",
 }
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.core.contract import DTYPES, META_CLASS_NAMES, META_SPEC, Contract, check_signature
+from zoo.core.contract import DTYPES, META_SPEC, Contract, check_signature, read_class_names
 from zoo.core.contract import read_metadata as decode_metadata
 from zoo.core.errors import UsageError
 
@@ -137,5 +137,5 @@ def contract_of(path, runner: Runner | None = None) -> Contract:
     spec = meta.get(META_SPEC) if isinstance(meta.get(META_SPEC), dict) else {}
     return Contract(name=str(spec.get("name") or Path(str(path)).parent.name or "model"), input_shape=shape,
                     input_dtype=dtype, outputs=outputs, output_widths=tuple(math.prod(s) for s in shapes.values()),
-                    class_names=tuple(meta.get(META_CLASS_NAMES) or ()), metadata=meta,
+                    class_names=read_class_names(meta, path), metadata=meta,
                     output_shapes=tuple(shapes.values()))

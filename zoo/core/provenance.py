@@ -131,6 +131,13 @@ def invalidate(run: Path, *names: str, prefix=None) -> list[str]:
     return [*gone, *removed]
 
 
+def forget(run: Path, keep=(contract.SPEC_FILE,)) -> None:
+    """Drop every record but those of `keep`, leaving the files alone (a run whose artefacts were set aside)."""
+    entries = manifest(run)
+    if entries:
+        _save_manifest(run, {n: e for n, e in entries.items() if n in keep})
+
+
 def check(run: Path, name: str, stage=None, entries=None) -> dict:
     """The record of run/name, after checking the file is the one recorded. Raises ProvenanceError."""
     run = Path(run)

@@ -11,16 +11,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from zoo.core import contract
+from zoo.core import aside, contract, provenance
 from zoo.core.contract import SPEC_FILE
 from zoo.core.errors import RunLockedError, UsageError, ZooError, io_error
 from zoo.core.files import active_run, refuse_link, remove, unlink, write_text
-from zoo.core.provenance import invalidate
 
 DEFAULT_OUT = "exports"
 LATEST = ".latest"
@@ -88,7 +88,9 @@ def locked(run: Path, create=True):
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _remove_stale_tmp(run)
-        yield Lock(run, fd)
+        aside.recover(run, TRAINED)  # what a killed fresh start set aside goes back first
+        with aside.settled(run, TRAINED):  # and a fresh start now keeps the earlier run until it succeeds
+            yield Lock(run, fd)
     finally:
         active_run.reset(token)
         os.close(fd)  # closing drops the flock
@@ -186,18 +188,45 @@ def refuse_linked_artefacts(run: Path) -> None:
 
 
 def start_over(run: Path) -> list[str]:
-    """Remove every artefact of an earlier training (and all made from it): a fresh
-    build or training replaces the run, so nothing old can be taken for the new model's.
-    Returns the names removed, in TRAINED's order, then any other artefact made from them.
+    """Clear the run for a fresh build or training, so nothing old can be taken for the new model's.
 
-    Every name is checked before anything is removed: an artefact or folder that is a
-    symbolic link (a `checkpoints/` pointing at the user's folder) is a UsageError, and the
-    run is left as it was.
+    Every artefact of an earlier training, and all made from it, is set aside in the run's
+    .replaced/ (zoo.core.aside), and the records but spec.json's are dropped. They are
+    deleted when the command's locked block ends well and put back when it fails, however it
+    fails. A run with nothing of value yet (the untrained model.keras of `zoo build`, a
+    history.json with no epoch, an empty checkpoints/) is simply cleared: so an interrupted
+    first training keeps its own checkpoints for --resume.
+
+    Returns the names set aside (or removed), in TRAINED's order, then any other artefact.
+    Every name is checked before anything moves: an artefact or folder that is a symbolic
+    link (a `checkpoints/` pointing at the user's folder) is a UsageError, and the run is
+    left as it was.
     """
     refuse_linked_artefacts(run)
-    present = [name for name in TRAINED if os.path.lexists(Path(run) / name)]
-    cascaded = invalidate(run, *TRAINED[:-2], prefix=contract.CHECKPOINTS + "/")
-    for name in TRAINED:
-        remove(Path(run) / name, run)
-    others = {n.split("/")[0]: None for n in cascaded if n.split("/")[0] not in TRAINED}  # web/..., triton/...
-    return present + list(others)
+    run = Path(run)
+    present = [name for name in TRAINED if os.path.lexists(run / name)]
+    entries = provenance.manifest(run)
+    others = [n for n in entries if n != SPEC_FILE and n.split("/")[0] not in TRAINED]  # web/..., triton/...
+    if _nothing_to_keep(run, present, entries) and not others:
+        for name in present:
+            remove(run / name, run)
+        provenance.forget(run)
+        return present
+    aside.set_aside(run, [*present, *others])
+    return present + list({n.split("/")[0]: None for n in others})
+
+
+def _nothing_to_keep(run: Path, present: list[str], entries: dict) -> bool:
+    """Whether the run's training artefacts are only what a build or a training's first moment
+    leaves: the untrained model.keras, an empty history.json, an empty checkpoints/."""
+    def empty(name):
+        if name == contract.MODEL_KERAS:
+            return entries.get(name, {}).get("stage") == "build"
+        if name == contract.CHECKPOINTS:
+            return (run / name).is_dir() and not any(os.scandir(run / name))
+        if name == contract.HISTORY_FILE:
+            with contextlib.suppress(OSError, ValueError):
+                return json.loads((run / name).read_text()) == []
+        return False
+
+    return all(empty(name) for name in present)

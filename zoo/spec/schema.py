@@ -11,11 +11,11 @@ Keys reuse Keras's argument names (`units`, `activation`, `use_bias`, `learning_
 from __future__ import annotations
 
 import math
-import unicodedata
 from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from zoo.core import contract
 from zoo.spec import budget
 
 SPEC_VERSION = 1
@@ -251,7 +251,7 @@ def check_class_names(spec):
     for i, name in enumerate(m.class_names or ()):
         # labels.txt is one name a line (Triton's classification, the card, the page, predict):
         # a newline or tab in a name would shift every label after it
-        if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        if contract.breaks_a_line(name):
             yield f"model.class_names[{i}]", f"control characters (newline, tab) are not allowed in a class name; received {name!r}"
 
 

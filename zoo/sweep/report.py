@@ -28,6 +28,7 @@ from zoo.sweep.study import (
     retried,
     retrying,
     stale,
+    storage_errors,
     sweep_dir,
     unparam,
     will_retry,
@@ -275,20 +276,22 @@ def status(storage_url=None, study_name=None, out=None, *, spec=None, sets=(), s
         if not found:
             raise UsageError(f"no sweep under {root}; give --storage URL and --study NAME")
         for db in found:
-            _status_of(connect(f"sqlite:///{db}"), db.parent.name, echo, table=False)
+            with storage_errors(f"sqlite:///{db}"):  # a corrupt study.db: exit 2, never 'internal error'
+                _status_of(connect(f"sqlite:///{db}"), db.parent.name, echo, table=False)
         return
     url = storage_url or default_storage(out, study_name)
     if storage_url is None and not (sweep_dir(out, study_name) / STUDY_DB).is_file():
         raise UsageError(f"no sweep {study_name} under {root}; give --storage URL")
-    storage = connect(url)
-    if study_name is None:
-        studies = [s.study_name for s in storage.get_all_studies() if ATTR in s.system_attrs]
-        if not studies:
-            raise UsageError(f"--storage {masked(normalize_url(url))}: no zoo sweep in it yet")
-        for name in studies:
-            _status_of(storage, name, echo, table=False)
-        return
-    _status_of(storage, study_name, echo, table=True)
+    with storage_errors(url):
+        storage = connect(url)
+        if study_name is None:
+            studies = [s.study_name for s in storage.get_all_studies() if ATTR in s.system_attrs]
+            if not studies:
+                raise UsageError(f"--storage {masked(normalize_url(url))}: no zoo sweep in it yet")
+            for name in studies:
+                _status_of(storage, name, echo, table=False)
+            return
+        _status_of(storage, study_name, echo, table=True)
 
 
 def _status_of(storage, name, echo, table):

@@ -42,10 +42,12 @@ from zoo.sweep.study import (
     optuna,
     param,
     retrying,
+    storage_errors,
     trials_in,
 )
 
 IDLE_SECONDS = 1  # how often an idle worker looks again while other workers' trials run
+
 
 def run_trial(spec: dict, out, *, export="all", data_dir=None, device=None, log=print) -> dict:
     """Build and train one trial's run (`export` "all": also export and verify it, as `zoo run`
@@ -225,9 +227,15 @@ def main(argv=None) -> int:
 
         warnings.simplefilter("ignore")  # as the zoo command does: the log holds zoo's lines
     args = _parse(argv)
-    # a bug keeps its traceback: the worker's log is where it is read
-    return console.exit_code(work, args.storage, args.study, out=args.out, data_dir=args.data_dir, device=args.device,
-                             heartbeat=args.heartbeat, early=args.early, tracebacks=True)
+    # a bug keeps its traceback: the worker's log is where it is read; a failing storage (a corrupt
+    # study.db, a database gone) is one line and exit 2, as for `zoo sweep`
+    return console.exit_code(_work_on_storage, args.storage, args.study, out=args.out, data_dir=args.data_dir,
+                             device=args.device, heartbeat=args.heartbeat, early=args.early, tracebacks=True)
+
+
+def _work_on_storage(url: str, study_name: str, **kw) -> int:
+    with storage_errors(url):
+        return work(url, study_name, **kw)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.core import aside, provenance, runs
 from zoo.core import backend as backend_mod
-from zoo.core import provenance, runs
 from zoo.core.contract import (
     CHECKPOINTS,
     CURVES_PNG,
@@ -88,10 +88,14 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
     x_train, y_train, validation = split_validation(spec, dataset)
     steps = math.ceil(len(x_train) / spec.train.batch_size)
     model = restore_model(spec, run, history, changes, steps, log) if first_epoch else None
+    if not first_epoch:  # a fresh start replaces the run; before the spec is saved, which would remove
+        said = removal_line(run, runs.start_over(run))  # what the old spec made, with no way back
+        if said:
+            log(said)
     # first: the folder is a run from here on
     made_from = {"@spec": provenance.save_text(run, SPEC_FILE, dumps(spec), "train"), "@data": dataset.digest()}
     if not first_epoch:
-        model = fresh_model(spec, run, x_train, steps, made_from, log)
+        model = fresh_model(spec, run, x_train, steps, made_from)
     cv = run_folds(spec, run, dataset, bool(first_epoch), compiled, log, quiet) if spec.train.folds else None
     if first_epoch:
         runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
@@ -156,30 +160,28 @@ def restore_model(spec: Spec, run: Path, history: list, changes: dict, steps: in
     return model
 
 
-def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict, log=print):
-    """A new model, adapted to the training set and compiled; the run starts over with it."""
+def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict):
+    """A new model, adapted to the training set and compiled; the run (cleared by runs.start_over:
+    nothing of an earlier training may be taken for this one's) starts over with it."""
     from zoo.stages import build
 
     model = build.build_model(spec, x_train.shape[1:] if spec.is_table else None)
     build.adapt(model, x_train)
     compile_model(model, spec, steps)
-    # A fresh start replaces the run: nothing of an earlier training may be taken
-    # for this one's (export would otherwise find the old model beside a new history).
-    said = removal_line(run, runs.start_over(run))
-    if said:
-        log(said)
     write_history(run, [], made_from)
     return model
 
 
 def removal_line(run: Path, removed: list[str]) -> str:
-    """One line saying what a fresh training removed and why ("" when it removed only the untrained model)."""
+    """One line saying what a fresh training set aside, and what becomes of it ("" when it only
+    replaced the untrained model)."""
     shown = [f"{n}/" if (n == CHECKPOINTS or "." not in n) else n for n in removed if n != MODEL_KERAS]
     if not shown:
         return ""
     again = " (`zoo export` makes the export again)" if MODEL_ONNX in removed else ""
-    return (f"retraining {run.name} from scratch: removed {', '.join(shown)}, made from the earlier model"
-            f"{again}; `--resume` continues a training instead")
+    return (f"retraining {run.name} from scratch: the earlier model's {', '.join(shown)} are set aside, deleted once "
+            f"this training completes{again} and put back if it fails or is stopped; `--resume` continues a "
+            f"training instead")
 
 
 def announcement(spec: Spec, n_train: int, first_epoch: int, device_name: str) -> str:
@@ -280,6 +282,8 @@ def divergence_error(s: Session, nan: tuple, first_epoch: int) -> Exception:
                          f"{float(np.max(np.abs(s.x_train))):.3g}); rescale them (data.preprocessing.rescale "
                          f"or standardize) or clean the data; the learning rate is not the cause")
     kept = f"the checkpoint of epoch {len(s.history)} is kept" if s.history else "no epoch completed"
+    if aside.pending(s.run):  # a fresh start: the earlier run comes back instead (zoo.core.aside)
+        kept = "this training's checkpoints are dropped"
     return TrainingError(f"loss became {loss} in epoch {epoch} (by step {step}): training diverged; "
                          f"lower the learning rate (now {t.learning_rate}, try --learning-rate "
                          f"{t.learning_rate / 10:g}); {kept}")
