@@ -9,7 +9,8 @@ set -euo pipefail
 if [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ]; then
     pip show nvidia-pytriton >/dev/null 2>&1 || pip install --no-deps 'nvidia-pytriton==0.7.0'  # the pip .ci/run uses
     # NumPy 1 for the stub alone (zoo/deploy/serve/stub_env.py): its string (BYTES) inputs need it
-    stub="$(python -c 'import sys; print(sys.prefix)')/zoo-triton-stub"
+    py="$(command -v python || command -v python3)"  # the interpreter of the pip above
+    stub="$("$py" -c 'import sys; print(sys.prefix)')/zoo-triton-stub"
     [ -f "$stub/numpy/__init__.py" ] || pip install --no-deps --target "$stub" 'numpy==1.26.4' \
         || echo "setup-serve: no NumPy 1 wheel for this Python; zoo serve will refuse table models"
 else
