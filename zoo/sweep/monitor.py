@@ -43,6 +43,7 @@ from zoo.sweep.study import (
     will_retry,
 )
 
+POLL_SECONDS = 0.2  # how often the sweep looks at the study while its trials run
 STOP_SECONDS = 10  # a worker gets this long to leave after SIGTERM, then it is killed
 EXPORT_SECONDS = 300  # with --export best, the workers get this long to export the best run and leave
 
@@ -307,7 +308,7 @@ def _monitor(study, definition, procs, quiet, echo):
                     continue
                 raise SweepError(f"every worker stopped with {len(unfinished)} trial(s) unfinished; see "
                                  f"{procs[0].log_path.parent}; run the same command again to continue")
-            time.sleep(0.5)
+            time.sleep(POLL_SECONDS)
     finally:
         progress.close()
 

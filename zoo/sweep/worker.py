@@ -239,4 +239,4 @@ def _work_on_storage(url: str, study_name: str, **kw) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console.finish(main())  # os._exit after the last flush: TensorFlow's teardown is a second the sweep waits for
