@@ -13,8 +13,6 @@ zoo serve prints too), a tritonclient program and a stock Triton server.
 from __future__ import annotations
 
 import json
-import string
-from importlib import resources
 from pathlib import Path
 
 from zoo.core import provenance
@@ -37,6 +35,7 @@ from zoo.core.contract import (
     test_data_name,
 )
 from zoo.deploy.serve_card import serve_section
+from zoo.deploy.templates import template
 
 TEST_INPUT = test_data_name("input", 0)
 TESTED_WITH = ("zoo's test suite (tests/test_card_snippets.py) runs these three programs exactly as this "
@@ -119,12 +118,6 @@ def _image_line(spec) -> str:
     return f"- images (`zoo predict MODEL.onnx IMAGE`): {said}\n" if said else ""
 
 
-def _asset(name: str) -> string.Template:
-    """A program template of zoo/deploy/assets/ (`$name` fills in a value, `$$` is a dollar sign)."""
-    text = resources.files("zoo.deploy.assets").joinpath(name).read_text(encoding="utf-8")
-    return string.Template(text.removesuffix("\n"))
-
-
 def _values(c: Contract) -> dict:
     """What the programs' templates fill in, all from the contract."""
     dtype = c.input_dtype
@@ -144,8 +137,8 @@ def _values(c: Contract) -> dict:
 def program(c: Contract, language: str) -> str:
     """The card's whole program in `language` ("py", "mjs" or "cpp") for this contract, as printed."""
     values = _values(c)
-    body = _asset(f"card_predict_{'classifier' if c.is_classifier else 'regression'}.{language}.txt")
-    return _asset(f"card_predict.{language}.txt").substitute(values, body=body.substitute(values))
+    body = template(f"card_predict_{'classifier' if c.is_classifier else 'regression'}.{language}.txt")
+    return template(f"card_predict.{language}.txt").substitute(values, body=body.substitute(values))
 
 
 def _python(c: Contract) -> str:

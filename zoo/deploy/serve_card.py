@@ -9,13 +9,12 @@ and the tritonclient program exactly as the card prints them, against a real `zo
 from __future__ import annotations
 
 import json
-import string
-from importlib import resources
 from pathlib import Path
 
 from zoo.core.contract import INPUT_NAME, META_COLUMNS, STRING, TRITON_DIR, Contract
 from zoo.deploy import triton
 from zoo.deploy.defaults import GRPC_PORT, HTTP_PORT, METRICS_PORT
+from zoo.deploy.templates import template
 
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, the version nvidia-pytriton 0.7 bundles
 
@@ -28,11 +27,6 @@ def example_rows(columns: list[dict]) -> dict[str, list]:
         return round(float(c.get("mean", 0.0)), 3)
 
     return {c["input"]: [typical(c), None] for c in columns}
-
-
-def _asset(name: str) -> string.Template:
-    text = resources.files("zoo.deploy.assets").joinpath(name).read_text(encoding="utf-8")
-    return string.Template(text.removesuffix("\n"))
 
 
 def request_inputs(c: Contract) -> list[dict]:
@@ -57,10 +51,10 @@ def curl_command(c: Contract, host="localhost", port=HTTP_PORT) -> str:
 def client_program(c: Contract) -> str:
     """The same request with tritonclient (a table: its typical row and a row of missing values)."""
     if c.is_table:
-        return _asset("card_table_serve_client.py.txt").substitute(
+        return template("card_table_serve_client.py.txt").substitute(
             rows_py=repr(example_rows(c.metadata.get(META_COLUMNS) or [])), http_port=HTTP_PORT, name=c.name,
             strings_py=repr(sorted(n for n, d, _ in c.columns if d == STRING)), last_output=c.outputs[-1])
-    return _asset("card_serve_client.py.txt").substitute(
+    return template("card_serve_client.py.txt").substitute(
         http_port=HTTP_PORT, shape_tuple=(1, *c.input_shape), input_dtype=c.input_dtype, input_name=INPUT_NAME,
         oip_dtype=c.oip_dtype(INPUT_NAME), name=c.name, last_output=c.outputs[-1])
 

@@ -10,8 +10,6 @@ tests/test_tabular.py runs all three as printed.
 from __future__ import annotations
 
 import json
-import string
-from importlib import resources
 
 from zoo.core import provenance
 from zoo.core.contract import (
@@ -24,11 +22,7 @@ from zoo.core.contract import (
     Contract,
 )
 from zoo.deploy.serve_card import example_rows, serve_section
-
-
-def _asset(name: str) -> string.Template:
-    text = resources.files("zoo.deploy.assets").joinpath(name).read_text(encoding="utf-8")
-    return string.Template(text.removesuffix("\n"))
+from zoo.deploy.templates import template
 
 
 def _cpp_columns(rows: dict[str, list], kinds: dict[str, str]) -> str:
@@ -50,7 +44,7 @@ def program(c: Contract, language: str) -> str:
     rows = example_rows(columns)
     kinds = {n: d for n, d, _ in c.columns}
     classes = c.labels() if c.is_classifier else []
-    return _asset(f"card_table_predict.{language}.txt").substitute(
+    return template(f"card_table_predict.{language}.txt").substitute(
         rows_py=repr(rows), rows_js=json.dumps(rows), classes=json.dumps(classes), model_onnx=MODEL_ONNX,
         last_output=c.outputs[-1], kinds_js=json.dumps(kinds), cpp_columns=_cpp_columns(rows, kinds),
         row_count=len(next(iter(rows.values()), [])), cpp_classes=", ".join(json.dumps(n) for n in classes))

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import unicodedata
-from importlib import resources
 from pathlib import Path
 
 from zoo.core import files, provenance, runs
-from zoo.core.contract import LABELED_OUTPUT, MODEL_ONNX, Contract
+from zoo.core.contract import LABELED_OUTPUT, MODEL_ONNX, Contract, breaks_a_line
 from zoo.core.errors import UsageError
+from zoo.deploy import templates
 
 PLATFORM = "onnxruntime_onnx"  # Triton's onnxruntime backend
 CONFIG = "config.pbtxt"
@@ -100,15 +99,14 @@ def write_repository(onnx_path, repo, *, max_batch_size=MAX_BATCH_SIZE, queue_de
     config = config_text(contract, max_batch_size=max_batch_size, queue_delay_us=queue_delay_us,
                          instances=instances, backend=backend, execution_env=execution_env)
     labels = contract.labels() if contract.is_classifier else []
-    bad = next((label for label in labels if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in label)), None)
+    bad = next((label for label in labels if breaks_a_line(label)), None)
     if bad is not None:  # one name a line: a newline or tab would give every later class another's name
         raise UsageError(f"{onnx_path}: class name {bad!r} holds a control character, which labels.txt "
                          f"cannot carry; rename the class in the spec and train again")
     with files.atomic_path(version_dir / MODEL_FILE) as tmp:
         shutil.copyfile(onnx_path, tmp)
     if backend == "python":
-        files.write_text(version_dir / PYTHON_MODEL_FILE,
-                        resources.files("zoo.deploy.assets").joinpath("triton_model.py").read_text(encoding="utf-8"))
+        files.write_text(version_dir / PYTHON_MODEL_FILE, templates.text("triton_model.py"))
     if contract.is_classifier:
         files.write_text(model_dir / LABELS, "".join(f"{label}\n" for label in labels))
     files.write_text(model_dir / CONFIG, config)  # last: a polling Triton never sees a config without its model

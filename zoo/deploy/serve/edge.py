@@ -24,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 
 from zoo.core.errors import ServerError
+from zoo.deploy import templates
 from zoo.deploy.serve.process import EXIT_TIMEOUT_S
 
 # Triton 2.51's HTTP server dies on a request body of about 4 MiB (3.5 MiB is answered); in front
@@ -49,14 +50,10 @@ def nginx() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
 
 
-def _asset(name: str) -> str:
-    return resources.files("zoo.deploy.assets").joinpath(name).read_text(encoding="utf-8")
-
-
 def config(folder: Path, host: str, port: int, triton_port: int, njs: str | None) -> str:
     """nginx.conf: nginx in front of Triton's REST port, all its files in `folder`; `njs` the module or None."""
-    locations = string.Template(_asset("serve_nginx_njs.conf.txt").removesuffix("\n")).substitute()
-    return string.Template(_asset("serve_nginx.conf.txt")).substitute(
+    locations = templates.template("serve_nginx_njs.conf.txt").substitute()
+    return string.Template(templates.text("serve_nginx.conf.txt")).substitute(
         folder=folder, max_body=MAX_BODY, body_buffer=MAX_BODY + 1024 * 1024, triton_port=triton_port,
         listen=f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         load_module=f"load_module {njs};" if njs else "",
