@@ -40,18 +40,23 @@ CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_conte
             "FP64": "fp64_contents", "BYTES": "bytes_contents"}
 
 
-def _carried(tensor, raw: list, i: int) -> tuple[int, str] | None:
-    """(how many values the data holds at most, what it is) for input `i`; None where it carries none here."""
+def _data_problem(tensor, raw: list, i: int, values: int) -> str | None:
+    """Why the data input `i` carries cannot hold the `values` of its shape, or None (also where it
+    carries none here: shared memory, a missing raw input or a datatype Triton will refuse name themselves)."""
     dtype = tensor.datatype
     if raw:
         if i >= len(raw):
-            return None  # Triton names the missing raw input
-        size = len(raw[i])
-        return (size // 4 if dtype == "BYTES" else size // SIZES.get(dtype, 1)), f"{size} bytes of {dtype}"
-    field = CONTENTS.get(dtype)
-    if field and tensor.HasField("contents"):
-        return len(getattr(tensor.contents, field)), f"{len(getattr(tensor.contents, field))} values"
-    return None  # shared memory, or a datatype Triton will refuse
+            return None
+        size = len(raw[i])  # exactly the values' bytes; BYTES: at least 4 a value (its length)
+        fits = values * SIZES[dtype] == size if dtype in SIZES else values * (4 if dtype == "BYTES" else 1) <= size
+        what = f"{size} bytes of {dtype}"
+    else:
+        field = CONTENTS.get(dtype)
+        if not (field and tensor.HasField("contents")):
+            return None
+        count = len(getattr(tensor.contents, field))
+        fits, what = values == count, f"{count} values"
+    return None if fits else f"input {tensor.name!r}: shape {list(tensor.shape)} holds {values} values, but the request carries {what}"
 
 
 def request_problem(request) -> str | None:
@@ -66,16 +71,9 @@ def request_problem(request) -> str | None:
         values = math.prod(shape)
         if values > MAX_VALUES:
             return f"input {name}: shape {shape} holds {values} values, more than {MAX_VALUES}"
-        carried = _carried(tensor, raw, i)
-        if carried is None:
-            continue
-        count, what = carried
-        if raw and tensor.datatype in SIZES:
-            bad = values * SIZES[tensor.datatype] != len(raw[i])
-        else:  # BYTES: at least 4 bytes a value; typed contents: exactly the shape's values
-            bad = values > count if raw else values != count
-        if bad:
-            return f"input {name}: shape {shape} holds {values} values, but the request carries {what}"
+        problem = _data_problem(tensor, raw, i, values)
+        if problem:
+            return problem
     return None
 
 
