@@ -49,3 +49,12 @@ def test_without_keeping_every_call_loads_afresh(tmp_path):
     path = tmp_path / "tiny.npz"
     _write(path, 0)
     assert data.load_dataset(_npz_spec(path)) is not data.load_dataset(_npz_spec(path))
+
+
+def test_digits_read_from_scikit_learns_file_are_load_digits_exactly():
+    from sklearn.datasets import load_digits
+
+    x, y = data.digits_arrays()
+    d = load_digits()
+    assert x.dtype == np.float32 and x.shape == (1797, 8, 8)
+    assert np.array_equal(x, d.images.astype("float32")) and np.array_equal(y, d.target)

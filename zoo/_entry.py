@@ -19,6 +19,7 @@ import os
 import sys
 
 from zoo.core import signals
+from zoo.core.backend import own_process
 from zoo.core.console import finish, interrupted_exit, say, stdout_error_exit
 from zoo.core.errors import EnvironmentProblem
 
@@ -45,6 +46,7 @@ def stdout_missing() -> bool:
 
 def main() -> None:
     signals.install()
+    own_process()  # Keras loads without the extras zoo never uses (zoo.core.backend)
     if stdout_missing():
         say("stdout (file descriptor 1) is closed; zoo writes its report there: redirect it to a file or "
             "/dev/null instead of closing it")

@@ -35,6 +35,37 @@ def silenced_fd2():
         os.close(devnull)
 
 
+# Keras 3 imports scikit-learn (for its keras.wrappers estimators, ~0.65 s) and matplotlib.pyplot
+# (for keras.visualization's image gallery, ~0.25 s) as it loads: a third of its import time, for
+# two features zoo never uses. Keras guards both imports with `except ImportError`, so a process
+# that is zoo's own (the zoo command, a sweep's worker: see own_process) loads Keras without them;
+# scikit-learn and matplotlib still import as usual later (zoo's plots, the digits fallback), only
+# Keras's scikit-learn wrappers and image gallery say they are not installed. A program that
+# imports zoo as a library gets Keras whole.
+KERAS_EXTRAS_SKIPPED = ("sklearn", "matplotlib.pyplot")
+_own_process = False
+
+
+def own_process() -> None:
+    """This process is zoo's own (the zoo command, a sweep worker): Keras loads without its extras."""
+    global _own_process
+    _own_process = True
+
+
+@contextlib.contextmanager
+def _without(names):
+    """Imports of `names` fail (ImportError) inside the block; those not already loaded only."""
+    blocked = [n for n in names if n not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
 # What to install for each Keras backend zoo can train on; tensorflow is a dependency.
 BACKEND_INSTALL = {"tensorflow": "pip install tensorflow", "jax": "pip install jax (with CUDA: pip install 'jax[cuda12]')",
                    "torch": "pip install torch"}
@@ -66,7 +97,7 @@ def import_keras(backend=None):
     if not os.environ.get("ZOO_DEBUG"):
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
-    with silenced_fd2():
+    with silenced_fd2(), _without(KERAS_EXTRAS_SKIPPED if _own_process and "keras" not in sys.modules else ()):
         try:  # other backends still load TensorFlow later (tf.data adapters): load it now, quietly
             import tensorflow  # noqa: F401
         except ImportError:

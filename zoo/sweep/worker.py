@@ -25,7 +25,7 @@ from pathlib import Path
 
 from zoo import api
 from zoo.core import console, files, runs, signals
-from zoo.core.backend import import_keras
+from zoo.core.backend import import_keras, own_process
 from zoo.core.contract import SPEC_FILE
 from zoo.core.errors import ZooError
 from zoo.stages.data import keep_loaded
@@ -46,7 +46,8 @@ from zoo.sweep.study import (
     trials_in,
 )
 
-IDLE_SECONDS = 1  # how often an idle worker looks again while other workers' trials run
+IDLE_SECONDS = 0.2  # how often an idle worker looks again while other workers' trials run (the sweep waits
+# for every worker to leave: a worker idle at the last trial's end leaves at most this much later)
 
 
 def run_trial(spec: dict, out, *, export="all", data_dir=None, device=None, log=print) -> dict:
@@ -222,6 +223,7 @@ def _parse(argv):
 def main(argv=None) -> int:
     """The worker process: exit 0 when no trial is left, else a ZooError's exit code, 130 or 143."""
     signals.install()
+    own_process()  # Keras loads without the extras zoo never uses (zoo.core.backend)
     if not os.environ.get("ZOO_DEBUG"):
         import warnings
 
