@@ -168,6 +168,27 @@ def test_early_stopping_restores_the_best_epoch(keras, tmp_path):
     assert len(_history(run)) == 3 and again["best_epoch"] == 1
 
 
+def test_a_trials_training_keeps_the_last_checkpoint_alone_and_the_best_weights_in_memory(keras, tmp_path):
+    # checkpoints=False (a sweep's trials): the same model and metrics as with a checkpoint
+    # per epoch; the best epoch's weights come from memory; the last epoch's checkpoint is
+    # written, once, and a later --resume continues from it
+    data = _spec(epochs=10, early_stopping={"monitor": "val_accuracy", "patience": 2, "min_delta": 0.5})
+    every, last = _train(data, tmp_path / "every"), _train(data, tmp_path / "last", checkpoints=False)
+    assert {k: v for k, v in last.items() if k != "wall_seconds" and "per_second" not in k} == {
+        k: v for k, v in every.items() if k != "wall_seconds" and "per_second" not in k}
+    assert last["best_epoch"] == 1 and last["epochs"] == 3
+    for got, want in zip(_weights(tmp_path / "last" / "model.keras"), _weights(tmp_path / "every" / "model.keras")):
+        np.testing.assert_array_equal(got, want)
+    assert [p.name for p in (tmp_path / "last" / "checkpoints").iterdir()] == ["epoch-0003.keras"]
+    for got, want in zip(_weights(tmp_path / "last" / "checkpoints" / "epoch-0003.keras"),
+                         _weights(tmp_path / "every" / "checkpoints" / "epoch-0003.keras")):
+        np.testing.assert_array_equal(got, want)
+    assert [h["epoch"] for h in _history(tmp_path / "last")] == [1, 2, 3]
+    more = _train({**data, "train": {**data["train"], "early_stopping": None, "epochs": 4}}, tmp_path / "last",
+                  resume=True)
+    assert more["epochs"] == 4 and [h["epoch"] for h in _history(tmp_path / "last")] == [1, 2, 3, 4]
+
+
 def test_early_stopping_on_loss_keeps_going_while_it_improves(keras, tmp_path):
     data = _spec(epochs=4, early_stopping={"monitor": "loss", "patience": 1})
     metrics = _train(data, tmp_path / "run")

@@ -118,11 +118,12 @@ def build(spec: SpecLike, *, out=None) -> Built:
 
 def train(spec: SpecLike = None, *, out=None, resume=False, data_dir=None, device=None, backend=None,
           log: Optional[Callable[[str], None]] = None, quiet=None, epochs=None, batch_size=None,
-          learning_rate=None, seed=None, plots=True) -> dict:
+          learning_rate=None, seed=None, plots=True, checkpoints=True) -> dict:
     """Train a spec's model (or a run folder's; None: the latest run). Returns metrics.json's content.
 
     `epochs`, `batch_size`, `learning_rate`, `seed` override the spec's train settings;
-    `plots=False` leaves out curves.png and predictions.png (a sweep's trials).
+    `plots=False` leaves out curves.png and predictions.png, `checkpoints=False` writes the last
+    epoch's checkpoint alone (both: a sweep's trials).
     `log` receives progress lines (default: none). Raises DataError, TrainingError,
     UsageError (e.g. `resume` with a changed model or dataset), RunLockedError.
     """
@@ -135,7 +136,7 @@ def train(spec: SpecLike = None, *, out=None, resume=False, data_dir=None, devic
     with runs.locked(run):
         runs.set_latest(run)
         return train_run(spec, run, data_dir=data_dir, resume=resume, device=device, quiet=quiet,
-                         log=log or _quiet, with_plots=plots)
+                         log=log or _quiet, with_plots=plots, checkpoints=checkpoints)
 
 
 def export(target: SpecLike = None, *, out=None, opset=None, atol=None, rtol=None, data_dir=None, verify=True,

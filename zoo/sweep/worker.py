@@ -70,7 +70,9 @@ def run_trial(spec: dict, out, *, export="all", data_dir=None, device=None, log=
         if export == "all":
             metrics = api.run(spec, out=out, data_dir=data_dir, device=device, log=log, quiet=True)["metrics"]
         else:
-            metrics = api.train(spec, out=out, data_dir=data_dir, device=device, log=log, quiet=True, plots=False)
+            # a trial stopped midway is trained again from its start: no checkpoint per epoch
+            metrics = api.train(spec, out=out, data_dir=data_dir, device=device, log=log, quiet=True, plots=False,
+                                checkpoints=False)
     finally:
         # Keras's names and global state as a fresh process has them; the collection
         # clear_session would also run (~0.2 s a trial) is left to Python's own gc

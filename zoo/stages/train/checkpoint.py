@@ -29,6 +29,7 @@ KEEP_CHECKPOINTS = 2
 
 def write_model(run: Path, model, made_from: dict) -> Path:
     """model.keras: the trained model (atomic). Removes everything made from an older one."""
+    _seed_keras_saving_cache()
     with provenance.artefact(run, MODEL_KERAS, "train", extra=made_from) as tmp:
         model.save(tmp)
     return run / MODEL_KERAS
@@ -52,6 +53,7 @@ def checkpoint_path(run: Path, epoch: int) -> Path:
 
 def write_checkpoint(run: Path, model, epoch: int, made_from: dict) -> None:
     """checkpoints/epoch-NNNN.keras: the model and optimizer state after `epoch` (atomic)."""
+    _seed_keras_saving_cache()
     with provenance.artefact(run, checkpoint_name(epoch), "train", extra=made_from) as tmp:
         model.save(tmp)
 
@@ -103,7 +105,6 @@ class EpochWriter:
         self.shadow, self.pairs = mirrored
         self.run, self.made_from = run, made_from
         self.thread, self.error = None, None
-        self._skipsets = None
 
     @staticmethod
     def make(model, spec: Spec, steps, run: Path, made_from: dict, kept=None):
@@ -133,7 +134,6 @@ class EpochWriter:
     def _write(self, epoch, history, keep):
         try:
             _lower_this_threads_priority()
-            self._skipsets = _seed_keras_saving_cache(self._skipsets)
             commit_epoch(self.run, self.shadow, epoch, history, self.made_from, keep)
         except BaseException as e:  # raised in the training thread by wait()
             self.error = e
@@ -153,6 +153,31 @@ class EpochWriter:
 
 
 
+class LastCheckpoint:
+    """A sweep trial's epochs (train_run's `checkpoints=False`): history.json commits each
+    epoch, the checkpoint of the last epoch alone is written (for `zoo train --resume`), and
+    early stopping's best weights are kept in memory.
+
+    A trial stopped midway is trained again from its start, never resumed, so a checkpoint per
+    epoch would only be pruned: in a 3-epoch trial of a small model those saves were a fifth of
+    its time. `last(epoch, history)` says whether an epoch is the training's last.
+    """
+
+    def __init__(self, model, run: Path, made_from: dict, last):
+        self.model, self.run, self.made_from, self.last = model, run, made_from, last
+        self.best = None  # (epoch, weights) of the best epoch so far, where early stopping keeps one
+
+    def commit(self, epoch: int, history: list, keep=()) -> None:
+        if epoch in keep:
+            self.best = (epoch, self.model.get_weights())
+        if self.last(epoch, history):
+            write_checkpoint(self.run, self.model, epoch, self.made_from)
+        write_history(self.run, history, self.made_from)
+
+    def close(self) -> None:
+        pass
+
+
 def _lower_this_threads_priority() -> None:
     """Run the calling thread at the lowest CPU priority (nice 19; Linux only, where a thread
     has its own). The checkpoint writer's ~15 ms of Python per epoch otherwise takes a core
@@ -169,7 +194,10 @@ def _lower_this_threads_priority() -> None:
 _SAVED_KINDS = ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer", "Loss")
 
 
-def _seed_keras_saving_cache(skipsets):
+_skipsets = None  # kind -> the attributes Keras's saving skips; built once per process
+
+
+def _seed_keras_saving_cache() -> None:
     """Work around a Keras 3 slip that costs ~60% of a small model's save.
 
     For every object model.save walks, saving_lib.get_attr_skipset builds the set of
@@ -178,20 +206,20 @@ def _seed_keras_saving_cache(skipsets):
     "saving_attr_skiplist_<kind>": the cache never hits (~14 ms of a 24 ms checkpoint of the
     softmax model, on the thread that competes with training for the 2 cores). The sets
     depend only on the kind, so they are built once and put where Keras looks, in the
-    calling thread's Keras state (it is thread-local). Returns the sets, for the next call;
-    where Keras differs from this, nothing is seeded and saving is merely slower.
+    calling thread's Keras state (it is thread-local, and clear_session empties it: call this
+    before each save). Where Keras differs from this, nothing is seeded and saving is merely slower.
     """
+    global _skipsets
     try:
         from keras.src.backend.common import global_state
         from keras.src.saving import saving_lib
 
-        if skipsets is None:
-            skipsets = {kind: saving_lib.get_attr_skipset(kind) for kind in _SAVED_KINDS}
-        for kind, skipset in skipsets.items():
+        if _skipsets is None:
+            _skipsets = {kind: saving_lib.get_attr_skipset(kind) for kind in _SAVED_KINDS}
+        for kind, skipset in _skipsets.items():
             global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", skipset)
     except Exception:
-        return {}
-    return skipsets
+        _skipsets = {}
 
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +26,9 @@ import numpy as np
 from zoo.core import aside, provenance, runs
 from zoo.core import backend as backend_mod
 from zoo.core.contract import (
-    CHECKPOINTS,
     CURVES_PNG,
     HISTORY_FILE,
     MODEL_KERAS,
-    MODEL_ONNX,
     PREDICTIONS,
     PREDICTIONS_PNG,
     SPEC_FILE,
@@ -44,6 +41,7 @@ from zoo.stages.data import load_dataset
 from zoo.stages.train import reuse
 from zoo.stages.train.checkpoint import (
     EpochWriter,
+    LastCheckpoint,
     checkpoint_path,
     commit_epoch,
     write_history,
@@ -53,6 +51,7 @@ from zoo.stages.train.checkpoint import (
 )
 from zoo.stages.train.folds import run_folds, with_rmse
 from zoo.stages.train.loop import CompiledEpochs, epoch_permutation, epoch_runner
+from zoo.stages.train.messages import announcement, epoch_display, removal_line
 from zoo.stages.train.recipe import compile_model, learning_rate_at, optimizer_record, rebuild_optimizer
 from zoo.stages.train.resume import early_stopping_state, resume_state, short, stopped_early
 
@@ -69,10 +68,12 @@ class Session:
     history: list  # one record per completed epoch, the resumed run's first
     x_train: np.ndarray  # the training set, validation split off
     steps: int  # steps per epoch
+    checkpoints: bool = True  # every epoch's checkpoint, else the last epoch's alone (a sweep's trials)
+    best_weights: tuple | None = None  # (epoch, weights): early stopping's best, where kept in memory
 
 
 def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None, quiet=False, log=print,
-              compiled=None, with_plots=True) -> dict:
+              compiled=None, with_plots=True, checkpoints=True) -> dict:
     """Train the model a spec describes into the run folder. Returns metrics.json's content.
 
     Raises DataError for bad data, TrainingError for a NaN/inf loss or a missing device,
@@ -80,7 +81,8 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
     `compiled` picks the epoch runner (default: CompiledEpochs on TensorFlow). `log` gets
     every progress line, one per epoch included (unless quiet; on a terminal a progress
     bar shows the epochs instead). `with_plots=False` leaves out curves.png and
-    predictions.png (a sweep's trials; `draw_plots` makes them later).
+    predictions.png (a sweep's trials; `draw_plots` makes them later); `checkpoints=False`
+    writes the last epoch's checkpoint alone (a sweep's trials: checkpoint.LastCheckpoint).
     """
     history, first_epoch, changes = resume_state(spec, run, resume)  # before any data or model work
     device_name = backend_mod.configure(device, spec.train.seed)
@@ -101,7 +103,7 @@ def train_run(spec: Spec, run: Path, *, data_dir=None, resume=False, device=None
         runner = epoch_runner(model, spec, x_train, y_train, compiled, validation)
     else:  # a fresh model: a kept one of its architecture may train instead (reuse.keep_traced)
         model, runner = reuse.runner_for(model, spec, x_train, y_train, validation, steps, compiled)
-    session = Session(spec, run, model, runner, made_from, history, x_train, steps)
+    session = Session(spec, run, model, runner, made_from, history, x_train, steps, checkpoints)
     if not quiet:
         log(announcement(spec, len(x_train), first_epoch, device_name))
     show = epoch_display(spec.train.epochs, first_epoch, quiet, log)
@@ -172,50 +174,7 @@ def fresh_model(spec: Spec, run: Path, x_train, steps: int, made_from: dict):
     return model
 
 
-def removal_line(run: Path, removed: list[str]) -> str:
-    """One line saying what a fresh training set aside, and what becomes of it ("" when it only
-    replaced the untrained model)."""
-    shown = [f"{n}/" if (n == CHECKPOINTS or "." not in n) else n for n in removed if n != MODEL_KERAS]
-    if not shown:
-        return ""
-    again = " (`zoo export` makes the export again)" if MODEL_ONNX in removed else ""
-    return (f"retraining {run.name} from scratch: the earlier model's {', '.join(shown)} are set aside, deleted once "
-            f"this training completes{again} and put back if it fails or is stopped; `--resume` continues a "
-            f"training instead")
-
-
-def announcement(spec: Spec, n_train: int, first_epoch: int, device_name: str) -> str:
-    import keras
-
-    t = spec.train
-    return (f"training {spec.name}: {n_train:,} examples, {t.epochs - first_epoch} epoch(s), "
-            f"batch {t.batch_size}, {t.optimizer} lr {t.learning_rate}"
-            f"{'' if t.schedule.kind == 'constant' else ' (' + t.schedule.kind + ' schedule)'}, "
-            f"on {device_name} ({keras.backend.backend()})")
-
-
 # ----- the epochs --------------------------------------------------------------------------------
-
-def epoch_display(epochs: int, first_epoch: int, quiet: bool, log):
-    """show(epochs run, logs, record) for each finished epoch: nothing when quiet, Keras's
-    progress bar when stdout is a terminal, else the epoch's line through `log`."""
-    if quiet:
-        return lambda done, logs, record: None
-    if sys.stdout.isatty():
-        import keras
-
-        bar = keras.utils.Progbar(epochs - first_epoch, unit_name="epoch")
-        return lambda done, logs, record: bar.update(done, values=[(k, v) for k, v in logs.items()])
-    return lambda done, logs, record: log(format_epoch(record, epochs))
-
-
-def format_epoch(record, epochs):
-    parts = [f"epoch {record['epoch']}/{epochs}"]
-    parts += [f"{k} {v:.4g}" if k == "learning_rate" else f"{k} {v:.4f}"
-              for k, v in record.items() if k not in ("epoch", "seconds") and isinstance(v, float)]
-    parts.append(f"{record['seconds']:.1f}s")
-    return "  ".join(parts)
-
 
 def train_epochs(s: Session, changes: dict, show) -> tuple:
     """Train from the epoch after the history's last to train.epochs (or until early stopping),
@@ -223,9 +182,7 @@ def train_epochs(s: Session, changes: dict, show) -> tuple:
     became NaN/inf, else None."""
     t, es = s.spec.train, s.spec.train.early_stopping
     first_epoch = len(s.history)
-    # on TensorFlow, a checkpoint and history.json are written while the next epoch trains
-    writer = (EpochWriter.make(s.model, s.spec, s.steps, s.run, s.made_from, kept=reuse.mirror_for)
-              if isinstance(s.runner, CompiledEpochs) else None)
+    writer = epoch_writer(s)
     nan, epochs_run = None, 0
     try:
         for epoch in range(first_epoch, t.epochs):
@@ -249,7 +206,21 @@ def train_epochs(s: Session, changes: dict, show) -> tuple:
     finally:
         if writer is not None:
             writer.close()  # the last epoch committed (also when interrupted or diverged)
+    s.best_weights = getattr(writer, "best", None)
     return nan, epochs_run
+
+
+def epoch_writer(s: Session):
+    """What commits the epochs: on TensorFlow, an EpochWriter (each epoch's checkpoint and
+    history.json written while the next epoch trains); for a sweep's trial, LastCheckpoint;
+    else None (commit_epoch, synchronously)."""
+    if not s.checkpoints:
+        es, epochs = s.spec.train.early_stopping, s.spec.train.epochs
+        return LastCheckpoint(s.model, s.run, s.made_from, lambda epoch, history: epoch >= epochs
+                              or stopped_early(history, es))
+    if isinstance(s.runner, CompiledEpochs):
+        return EpochWriter.make(s.model, s.spec, s.steps, s.run, s.made_from, kept=reuse.mirror_for)
+    return None
 
 
 def divergence(epoch: int, logs: dict):
@@ -282,6 +253,8 @@ def divergence_error(s: Session, nan: tuple, first_epoch: int) -> Exception:
                          f"{float(np.max(np.abs(s.x_train))):.3g}); rescale them (data.preprocessing.rescale "
                          f"or standardize) or clean the data; the learning rate is not the cause")
     kept = f"the checkpoint of epoch {len(s.history)} is kept" if s.history else "no epoch completed"
+    if s.history and not s.checkpoints:
+        kept = f"the history of its {len(s.history)} epoch(s) is kept"
     if aside.pending(s.run):  # a fresh start: the earlier run comes back instead (zoo.core.aside)
         kept = "this training's checkpoints are dropped"
     return TrainingError(f"loss became {loss} in epoch {epoch} (by step {step}): training diverged; "
@@ -299,7 +272,8 @@ def restore_best(s: Session, quiet: bool, log) -> int:
     if es and history and best_epoch != history[-1]["epoch"]:
         from zoo.stages import build
 
-        s.model.set_weights(build.load_model(checkpoint_path(s.run, best_epoch)).get_weights())
+        kept = s.best_weights if s.best_weights and s.best_weights[0] == best_epoch else None
+        s.model.set_weights(kept[1] if kept else build.load_model(checkpoint_path(s.run, best_epoch)).get_weights())
         if not quiet:
             log(f"early stopping: {es.monitor} best in epoch {best_epoch}; restored its weights")
     return best_epoch
