@@ -59,3 +59,24 @@ def test_one_architecture_is_traced_once_across_seeds_and_batch_sizes(tmp_path):
     finally:
         reuse.keep_traced(False)
 
+
+
+def test_a_worker_claims_trials_of_a_model_it_has_traced_else_one_no_other_worker_runs(tmp_path):
+    from zoo.sweep.study import claim_next, connect, open_study
+    from zoo.sweep.worker import affinity, model_key
+
+    storage = connect(f"sqlite:///{tmp_path / 'study.db'}", heartbeat=10)
+    grid = plan(SPECS / "digits-mlp.json", ["model.hidden[0].units=16,32"], "0,1")
+    (study, _), _ = open_study(storage, "affinity", grid, 10, log=lambda m: None)
+    study_id = storage.get_study_id_from_name("affinity")
+    spec_of = {t._trial_id: t.user_attrs["zoo:spec"] for t in study.get_trials(deepcopy=False)}
+    width = lambda trial_id: spec_of[trial_id]["model"]["hidden"][0]["units"]  # noqa: E731
+    # the grid's order: (16, seed 0), (16, seed 1), (32, seed 0), (32, seed 1)
+    a, b = set(), set()
+    first = claim_next(storage, study_id, affinity(a, storage, study_id))
+    second = claim_next(storage, study_id, affinity(b, storage, study_id))  # 16 runs on a: b takes 32
+    assert (width(first), width(second)) == (16, 32)
+    b.add(model_key(spec_of[second]))
+    assert width(claim_next(storage, study_id, affinity(b, storage, study_id))) == 32  # b's trace is warm
+    assert width(claim_next(storage, study_id, affinity(b, storage, study_id))) == 16  # none of 32 is left
+    assert claim_next(storage, study_id, affinity(a, storage, study_id)) is None

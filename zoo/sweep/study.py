@@ -237,17 +237,19 @@ def trials_in(storage, study_id: int, *states):
     return retrying(storage.get_all_trials, study_id, deepcopy=False, states=states)
 
 
-def claim_next(storage, study_id: int):
+def claim_next(storage, study_id: int, order=None):
     """Claim one WAITING trial (WAITING -> RUNNING, won by exactly one process) or return None.
 
-    Returns the claimed trial's id. Its heartbeat is recorded just before the claim (Optuna
+    `order(waiting trials)` says which to try first (default: the grid's order). Returns the
+    claimed trial's id. Its heartbeat is recorded just before the claim (Optuna
     judges only RUNNING trials stale, so a beat on a WAITING one is harmless): a worker that
     dies right after claiming leaves a trial that turns stale and is retried, where a trial
     claimed with no beat yet would stay RUNNING forever and keep every worker waiting.
     """
     op = optuna()
     beats = getattr(storage, "get_heartbeat_interval", lambda: None)() is not None
-    for trial in trials_in(storage, study_id, op.trial.TrialState.WAITING):
+    waiting = trials_in(storage, study_id, op.trial.TrialState.WAITING)
+    for trial in order(waiting) if order and waiting else waiting:
         trial_id = retrying(storage.get_trial_id_from_study_id_trial_number, study_id, trial.number)
         if beats:
             retrying(storage.record_heartbeat, trial_id)
