@@ -154,9 +154,9 @@ class EpochWriter:
 
 
 class LastCheckpoint:
-    """A sweep trial's epochs (train_run's `checkpoints=False`): history.json commits each
-    epoch, the checkpoint of the last epoch alone is written (for `zoo train --resume`), and
-    early stopping's best weights are kept in memory.
+    """A sweep trial's epochs (train_run's `checkpoints=False`): the checkpoint of the last
+    epoch alone (for `zoo train --resume`), then history.json, written once when training
+    ends, however it ends; early stopping's best weights are kept in memory.
 
     A trial stopped midway is trained again from its start, never resumed, so a checkpoint per
     epoch would only be pruned: in a 3-epoch trial of a small model those saves were a fifth of
@@ -166,16 +166,20 @@ class LastCheckpoint:
     def __init__(self, model, run: Path, made_from: dict, last):
         self.model, self.run, self.made_from, self.last = model, run, made_from, last
         self.best = None  # (epoch, weights) of the best epoch so far, where early stopping keeps one
+        self.history = None  # the epochs completed, not yet in history.json
 
     def commit(self, epoch: int, history: list, keep=()) -> None:
         if epoch in keep:
             self.best = (epoch, self.model.get_weights())
+        self.history = list(history)
         if self.last(epoch, history):
             write_checkpoint(self.run, self.model, epoch, self.made_from)
-        write_history(self.run, history, self.made_from)
+            self.close()
 
     def close(self) -> None:
-        pass
+        if self.history is not None:
+            write_history(self.run, self.history, self.made_from)
+            self.history = None
 
 
 def _lower_this_threads_priority() -> None:
