@@ -6,6 +6,7 @@ stop it, and skip (saying how to enable them) where the binaries are absent.
 """
 
 import csv
+import datetime
 import glob
 import json
 import os
@@ -218,6 +219,24 @@ def test_a_worker_dead_right_after_its_claim_leaves_a_trial_that_is_retried(tmp_
     trials = study.get_trials(deepcopy=False)
     assert [t.state.name for t in trials] == ["FAIL", "WAITING"], trials
     assert trials[1].user_attrs["zoo:run"] == trials[0].user_attrs["zoo:run"]
+
+
+def test_a_stale_trial_is_awaited_until_its_retry_copy_is_in_the_study(tmp_path):
+    """Optuna fails a stale trial, then enqueues its copy: a look in between sees nothing
+    waiting or running, and the sweep once ended there, its retried trial left unshown."""
+    from zoo.sweep.study import awaiting_copy
+
+    storage = connect(f"sqlite:///{tmp_path / 'copy.db'}", heartbeat=1)
+    (study, _), _ = open_study(storage, "copy", plan(DIGITS, ["train.learning_rate=0.1"]), 1, log=lambda m: None)
+    trial_id = claim_next(storage, storage.get_study_id_from_name("copy"))
+    storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)  # what fail_stale_trials does first
+    failed = study.get_trials(deepcopy=False)
+    assert [t.number for t in awaiting_copy(failed)] == [0]
+    storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial_id))  # ... and then
+    assert awaiting_copy(study.get_trials(deepcopy=False)) == []
+    for t in failed:  # one failed long ago is not waited for (its failer died before the copy)
+        t.datetime_complete -= datetime.timedelta(seconds=60)
+    assert awaiting_copy(failed) == []
 
 
 # ----- real sweeps ------------------------------------------------------------------------

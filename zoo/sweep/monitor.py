@@ -30,6 +30,7 @@ from zoo.sweep.study import (
     EXPORTS,
     GRACE_FACTOR,
     HEARTBEAT_SECONDS,
+    awaiting_copy,
     connect,
     default_storage,
     final_runs,
@@ -299,7 +300,7 @@ def _monitor(study, definition, procs, quiet, echo):
             trials = retrying(study.get_trials, deepcopy=False)
             progress.update(trials)
             _say_dead(procs, reported, echo)
-            unfinished = [t for t in trials if t.state.name in ("WAITING", "RUNNING")]
+            unfinished = [t for t in trials if t.state.name in ("WAITING", "RUNNING")] + awaiting_copy(trials)
             if not unfinished:
                 return
             if all(p.poll() is not None for p in procs):

@@ -14,6 +14,7 @@ worker to look fails it as stale and enqueues a copy (RetryHeartbeatStaleTrialCa
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import re
 import threading
@@ -28,6 +29,7 @@ HEARTBEAT_SECONDS = 10  # a worker records a heartbeat this often while it runs 
 GRACE_FACTOR = 3  # a trial silent for GRACE_FACTOR heartbeats is stale: its worker died
 MAX_RETRIES = 3  # a trial whose worker dies this many times (say, killed for memory) stays failed
 READY_TIMEOUT = 120  # seconds a joining process waits for the creator to enqueue the grid
+COPY_SECONDS = 10  # how long a stale trial's retry copy may take to appear (its failer adds it next)
 ATTR = "zoo:sweep"  # the study's system attribute holding the sweep's definition
 READY = "zoo:ready"  # set once every trial is enqueued
 STUDY_DB = "study.db"  # the default storage: SQLite inside the sweep folder
@@ -299,6 +301,15 @@ def will_retry(t) -> bool:
 def retried(trials) -> set:
     """The numbers of the trials that were run again after their worker died."""
     return {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+
+
+def awaiting_copy(trials) -> list:
+    """Stale trials whose retry copy is not in the study yet: Optuna fails a stale trial, then
+    enqueues its copy, and a look in between sees nothing waiting or running. The process that
+    failed one adds the copy next; one failed over COPY_SECONDS ago is not waited for."""
+    copied, now = retried(trials), datetime.datetime.now()
+    return [t for t in trials if will_retry(t) and t.number not in copied and t.datetime_complete is not None
+            and (now - t.datetime_complete).total_seconds() < COPY_SECONDS]
 
 
 def final_runs(trials) -> set:

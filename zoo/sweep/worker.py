@@ -37,6 +37,7 @@ from zoo.sweep.study import (
     HEARTBEAT_SECONDS,
     READY_TIMEOUT,
     Heartbeat,
+    awaiting_copy,
     claim_next,
     connect,
     join_study,
@@ -201,7 +202,8 @@ def work(url: str, study_name: str, *, out=None, data_dir=None, device="cpu", he
             op.storages.fail_stale_trials(study)  # a dead worker's trial -> FAIL + a WAITING copy
         trial_id = claim_next(storage, study_id, affinity(trained, storage, study_id))
         if trial_id is None:
-            if not trials_in(storage, study_id, op.trial.TrialState.RUNNING):
+            if not trials_in(storage, study_id, op.trial.TrialState.RUNNING) and not awaiting_copy(
+                    trials_in(storage, study_id, *op.trial.TrialState)):
                 if definition.get("export") == "best":
                     _export_best(study, definition, storage, study_id, out, data_dir, log)
                 return done
