@@ -30,17 +30,16 @@ from zoo.sweep.study import (
     EXPORTS,
     GRACE_FACTOR,
     HEARTBEAT_SECONDS,
-    awaiting_copy,
     connect,
     default_storage,
     final_runs,
     masked,
     normalize_url,
     open_study,
-    optuna,
     retrying,
     storage_errors,
     sweep_dir,
+    unfinished,
     will_retry,
 )
 
@@ -109,7 +108,7 @@ def _study_and_results(storage_url, name, the_plan, heartbeat, export, folder, o
              + ("" if created else " (joined)"))
         echo(f"runs go to {runs.runs_root(out).resolve()}/{the_plan.spec_name}-<hash>; results to {folder}")
         report = lambda: _report(study, definition, folder, name, echo)  # noqa: E731
-        if _unfinished(study):
+        if unfinished(retrying(study.get_trials, deepcopy=False)):
             procs = list(early) or _spawn(workers, storage_url, name, out, data_dir, device, backend,
                                     definition["heartbeat"], folder)
             early[:] = []  # _run_workers stops them
@@ -177,11 +176,6 @@ def _mkdir(folder: Path):
     except OSError as e:
         # a read-only file system, permissions or a full disk are the environment's (exit 9); else exit 2
         raise io_error(folder, e, "create the sweep folder") from None
-
-
-def _unfinished(study) -> bool:
-    TrialState = optuna().trial.TrialState
-    return bool(retrying(study.get_trials, deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
 
 
 # ----- the workers ------------------------------------------------------------------------------
@@ -300,14 +294,14 @@ def _monitor(study, definition, procs, quiet, echo):
             trials = retrying(study.get_trials, deepcopy=False)
             progress.update(trials)
             _say_dead(procs, reported, echo)
-            unfinished = [t for t in trials if t.state.name in ("WAITING", "RUNNING")] + awaiting_copy(trials)
-            if not unfinished:
+            left = unfinished(trials)
+            if not left:
                 return
             if all(p.poll() is not None for p in procs):
                 if all(p.returncode == 0 for p in procs):  # ours are done; other machines' workers still run
                     time.sleep(1)
                     continue
-                raise SweepError(f"every worker stopped with {len(unfinished)} trial(s) unfinished; see "
+                raise SweepError(f"every worker stopped with {len(left)} trial(s) unfinished; see "
                                  f"{procs[0].log_path.parent}; run the same command again to continue")
             time.sleep(POLL_SECONDS)
     finally:

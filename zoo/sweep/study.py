@@ -312,6 +312,11 @@ def awaiting_copy(trials) -> list:
             and (now - t.datetime_complete).total_seconds() < COPY_SECONDS]
 
 
+def unfinished(trials) -> list:
+    """The trials still to run: waiting, running, or stale and awaiting their retry copy."""
+    return [t for t in trials if t.state.name in ("WAITING", "RUNNING")] + awaiting_copy(trials)
+
+
 def final_runs(trials) -> set:
     """Runs whose trial finished for good: completed, or failed and not to be retried."""
     return {t.user_attrs.get("zoo:run") for t in trials if t.state.is_finished() and not will_retry(t)}
